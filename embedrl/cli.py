@@ -1,0 +1,75 @@
+"""`embedrl <group> <command> ...`: the command line only parses arguments and calls library code.
+
+Each group lives in a `commands` module next to the code it drives and exposes
+`register(subparsers)`; a group is listed here (and so in `--help`) only once it does
+something real. `main(argv)` takes a list, so tests call commands in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from embedrl import __version__
+from embedrl.errors import EmbedrlError
+
+# (group name, module defining register(subparsers)), in the order `--help` lists them.
+GROUPS: list[tuple[str, str]] = [
+    ("data", "embedrl.data.commands"),
+    ("presets", "embedrl.models.commands"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (no usage dump), exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="embedrl",
+        description="Train, index, serve and evaluate reasoning-driven multimodal embeddings.",
+    )
+    parser.add_argument("--version", action="version", version=f"embedrl {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only log warnings and errors")
+    sub = parser.add_subparsers(dest="group", metavar="<group>", parser_class=Parser)
+    for _name, module in GROUPS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # A group without a command: show that group's help (or the top-level one).
+        (getattr(args, "group_parser", None) or parser).print_help()
+        return 2 if args.group else 0
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EmbedrlError as e:
+        print(f"embedrl: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("embedrl: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_group(sub, name: str, help: str) -> argparse._SubParsersAction:
+    """Add a command group; returns its sub-parsers for the group's commands."""
+    group = sub.add_parser(name, help=help, description=help)
+    group.set_defaults(group_parser=group)
+    return group.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Config = a YAML file + `key=value` overrides, into a dataclass; unknown keys are rejected.
+
+Works for plain dataclasses and for `transformers.TrainingArguments` subclasses (TRL style).
+Values in overrides are read as YAML, so `lr=1e-3`, `lora=true`, `sizes=[1,2]` do what they say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from embedrl.errors import EmbedrlError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedrlError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise EmbedrlError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise EmbedrlError(f"{path}: expected a mapping of key: value at the top level")
+    return data
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EmbedrlError(f"override {item!r} is not of the form key=value")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def build_config(cls: type[T], config: str | Path | None = None, overrides: list[str] | None = None,
+                 **defaults: Any) -> T:
+    """Merge `defaults` < YAML file < overrides into `cls(...)`, refusing keys `cls` lacks."""
+    values: dict[str, Any] = dict(defaults)
+    if config:
+        values.update(load_yaml(config))
+    values.update(parse_overrides(overrides))
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        raise EmbedrlError(f"unknown config key(s) for {cls.__name__}: {', '.join(hints)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise EmbedrlError(f"invalid {cls.__name__}: {e}") from e

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the MMEB-V2 / UVRB runners and reports."""

@@ -1,0 +1,1 @@
+"""FAISS indexes: build from a corpus with cached T-CoTs, store, search."""

@@ -1,0 +1,1 @@
+"""Training: contrastive Embedder training, Reasoner SFT and EG-RL (GRPO)."""
