@@ -19,6 +19,10 @@ from embedrl.errors import EmbedrlError
 GROUPS: list[tuple[str, str]] = [
     ("data", "embedrl.data.commands"),
     ("presets", "embedrl.models.commands"),
+    ("train", "embedrl.train.commands"),
+    ("index", "embedrl.index.commands"),
+    ("bench", "embedrl.bench"),
+    ("eval", "embedrl.eval.commands"),
 ]
 
 

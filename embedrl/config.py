@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,12 +19,28 @@ from embedrl.errors import EmbedrlError
 T = TypeVar("T")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[0-9][0-9_]*[eE][-+]?[0-9]+|\.inf|\.Inf|\.INF|\.nan|\.NaN|\.NAN)$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EmbedrlError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise EmbedrlError(f"{path}: invalid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -38,7 +55,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise EmbedrlError(f"override {item!r} is not of the form key=value")
         try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            out[key.strip().replace("-", "_")] = yaml_load(value)
         except yaml.YAMLError:
             out[key.strip().replace("-", "_")] = value
     return out

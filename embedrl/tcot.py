@@ -243,3 +243,14 @@ def materialize(item: Item, tcot: TCoT | None, image: Image.Image | None = None)
         else:
             ev.skipped.append(f"key frame {idx}: beyond {len(frames)} frames")
     return ev
+
+
+def usable_tcot(tcot: TCoT | None, item: Item) -> TCoT | None:
+    """The T-CoT if an embedder should condition on it, else None (fall back to the raw item).
+
+    Broken generations (invalid structure, evidence that does not fit the item) are not
+    half-used: the embedder sees the raw item, and the format reward does the teaching.
+    """
+    if tcot is None or not tcot.valid or check_evidence(tcot, item) is not None:
+        return None
+    return tcot

@@ -53,8 +53,10 @@ class DatasetSpec:
             raise EmbedrlError(f"dataset {self.name}: scope {self.scope!r} not in {SCOPES}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The YAML row: known fields, then the extra keys at top level (so load/dump round-trip)."""
         d = asdict(self)
-        return {k: v for k, v in d.items() if v not in (None, "", {})}
+        extra = d.pop("extra")
+        return {**{k: v for k, v in d.items() if v not in (None, "", {})}, **extra}
 
 
 def load_registry(path: str | Path) -> list[DatasetSpec]:

@@ -38,19 +38,66 @@ BACKENDS: dict[str, str] = {
 
 
 class Embedder(ABC):
-    """Turns Items (plus optional T-CoTs) into L2-normalised float32 vectors."""
+    """Turns Items (plus optional T-CoTs) into L2-normalised float32 vectors.
+
+    A backend implements two steps, shared by inference and training so both see the
+    same inputs: `collate` (items + T-CoTs -> a dict of tensors, CPU, no grad) and
+    `forward` (that dict -> (B, dim) normalised embeddings, differentiable through
+    `self.module`). `encode` runs them batched under `torch.inference_mode`.
+    """
 
     backend: str = ""
     name_or_path: str = ""
+    module: torch.nn.Module  # the trainable weights (a Trainer trains exactly this)
 
     @property
     @abstractmethod
     def dim(self) -> int: ...
 
     @abstractmethod
+    def collate(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None) -> dict[str, Any]:
+        """Items (and their T-CoTs, None where absent) -> model inputs for `forward`."""
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Model inputs -> (B, dim) L2-normalised embeddings, differentiable."""
+
+    def bare_forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The underlying model's own forward on `collate`'s output: the baseline `bench encode` compares to."""
+        raise NotImplementedError(f"{type(self).__name__} has no bare forward to benchmark against")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
     def encode(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None,
                batch_size: int = 32, show_progress: bool | None = None) -> torch.Tensor:
         """Return an (N, dim) float32 tensor on CPU, rows L2-normalised."""
+        import torch
+        from tqdm.auto import tqdm
+
+        if tcots is not None and len(tcots) != len(items):
+            raise EmbedrlError(f"got {len(tcots)} T-CoTs for {len(items)} items")
+        if not items:
+            return torch.empty(0, self.dim)
+        starts = range(0, len(items), batch_size)
+        if show_progress is None:
+            show_progress = len(starts) > 10
+        was_training = self.module.training
+        self.module.eval()
+        device = self.device
+        out = []
+        try:
+            with torch.inference_mode(), autocast(device):
+                for start in tqdm(starts, desc=f"encode ({self.backend})", disable=not show_progress,
+                                  unit="batch"):
+                    chunk = items[start:start + batch_size]
+                    chunk_tcots = None if tcots is None else tcots[start:start + batch_size]
+                    batch = to_device(self.collate(chunk, chunk_tcots), device)
+                    out.append(self.forward(batch).float().cpu())
+        finally:
+            self.module.train(was_training)
+        return torch.cat(out)
 
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None: ...
@@ -76,7 +123,25 @@ class Embedder(ABC):
         return h.hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
-        return self.model.state_dict()  # type: ignore[attr-defined]
+        return self.module.state_dict()
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); a no-op on CPU."""
+    import contextlib
+
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    import torch
+
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def backend_class(name: str) -> type[Embedder]:

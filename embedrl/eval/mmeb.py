@@ -1,0 +1,291 @@
+"""The evaluation runner shared by MMEB-V2, UVRB and the synthetic benchmark.
+
+    results = evaluate(embedder, "mmeb_v2", data_root, out)
+
+For each dataset of the registry: read it (readers.py), encode every distinct candidate
+once and every query (batched, with progress bars), score by dot product (embeddings are
+L2-normalised, so this is cosine similarity), rank (ties in candidate order, metrics.py)
+and compute every metric at 1, 5 and 10. Per dataset it writes, atomically,
+
+    OUT/{modality}/{name}_pred.jsonl   one line a query: top-10 candidate ids and scores, labels
+    OUT/{modality}/{name}_score.json   all metrics (+ num_pred, num_data, tied_at_1, ...)
+
+-- the layout of the MMEB-V2 harness's per-dataset files (TIGER-AI-Lab/VLM2Vec `eval.py`),
+written score-last so a score file only exists for a finished dataset. A rerun skips every
+dataset whose score file exists, so an interrupted run resumes where it stopped. At the end
+`OUT/results.json` holds the run in the MMEB-V2 leaderboard submission format
+(TIGER-AI-Lab/VLM2Vec `experiments/report_score_v2.py`): `metadata`, then
+`metrics` -> modality -> dataset -> metric dict. Absent datasets are listed in
+`metadata.missing` and skipped, not fatal.
+
+T-CoT modes: "none" encodes items as they are; "query" asks the reasoner for the queries'
+T-CoTs; "both" also for the candidates (a reasoner is expected to serve targets from its
+cache). The reasoner is any object with `generate(items, role="query"|"target") -> list[TCoT]`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from embedrl.data.registry import DatasetSpec, load_registry
+from embedrl.errors import EmbedrlError
+from embedrl.eval.metrics import (
+    DEFAULT_KS,
+    main_metric_value,
+    mean_metrics,
+    query_metrics,
+    rank_scores,
+)
+from embedrl.eval.readers import EvalTask, MissingData, read_task
+from embedrl.io import ensure_dir, read_json, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from embedrl.items import Item
+    from embedrl.models.base import Embedder
+    from embedrl.tcot import TCoT
+
+logger = logging.getLogger(__name__)
+
+TCOT_MODES = ("none", "query", "both")
+RESULTS_NAME = "results.json"
+PRED_TOP = 10  # candidates kept per query in the prediction files
+SCORE_CHUNK = 1024  # at most this many query rows scored at a time against a global pool
+SCORE_CELLS = 1 << 24  # ... and at most this many query x candidate scores (memory bound)
+
+
+class Reasoner(Protocol):
+    def generate(self, items: Sequence[Item], role: str = "query") -> list[TCoT]: ...
+
+
+def registry_path(name_or_path: str | os.PathLike) -> Path:
+    """A bundled registry by name (`mmeb_v2`, `uvrb`) or a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    bundled = resources.files("embedrl.eval") / "registries" / f"{name_or_path}.yaml"
+    if not bundled.is_file():
+        known = sorted(p.name[:-5] for p in (resources.files("embedrl.eval") / "registries").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise EmbedrlError(f"no registry {name_or_path!r}: give a YAML path or one of {', '.join(known)}")
+    return Path(str(bundled))
+
+
+def _registry_label(registry: str | os.PathLike | Sequence[DatasetSpec]) -> str:
+    """How results.json names its registry: a bundled name, an absolute path, or "custom"."""
+    if isinstance(registry, (list, tuple)):
+        return "custom"
+    path = registry_path(registry)
+    return str(registry) if path.parent.name == "registries" and str(registry) == path.stem else str(path.resolve())
+
+
+def load_specs(registry: str | os.PathLike | Sequence[DatasetSpec],
+               datasets: Sequence[str] | None = None) -> list[DatasetSpec]:
+    specs = list(registry) if isinstance(registry, (list, tuple)) else load_registry(registry_path(registry))
+    if datasets:
+        by_name = {s.name: s for s in specs}
+        unknown = [d for d in datasets if d not in by_name]
+        if unknown:
+            raise EmbedrlError(f"unknown dataset(s): {', '.join(unknown)} (see the registry for names)")
+        specs = [by_name[d] for d in datasets]
+    return specs
+
+
+@dataclass
+class RunResult:
+    """What `evaluate` did: the leaderboard-format results plus bookkeeping."""
+
+    results: dict[str, Any]
+    computed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def score_path(out: Path, spec: DatasetSpec) -> Path:
+    return out / spec.modality / f"{spec.name}_score.json"
+
+
+def pred_path(out: Path, spec: DatasetSpec) -> Path:
+    return out / spec.modality / f"{spec.name}_pred.jsonl"
+
+
+def _tcots(reasoner: Reasoner | None, items: list[Item], role: str) -> list[TCoT] | None:
+    if reasoner is None:
+        return None
+    tcots = list(reasoner.generate(items, role=role))
+    if len(tcots) != len(items):
+        raise EmbedrlError(f"the reasoner returned {len(tcots)} T-CoTs for {len(items)} {role} items")
+    return tcots
+
+
+def _describe(item: Item) -> str:
+    if item.frames:
+        return str(Path(str(item.frames[0])).parent)
+    if item.image is not None:
+        return str(item.image)
+    return item.text[:200]
+
+
+def rank_task(task: EvalTask, q: np.ndarray, c: np.ndarray, top: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Per query: the top candidate indices and their scores, and how many queries tie at rank 1."""
+    ranked, scores, tied = [], [], 0
+    if task.local_candidates is None:
+        chunk = max(1, min(SCORE_CHUNK, SCORE_CELLS // max(1, len(c))))
+        for start in range(0, len(q), chunk):
+            s = q[start:start + chunk] @ c.T
+            order = rank_scores(s, top=top)
+            for row, idx in zip(s, order, strict=True):
+                ranked.append(idx)
+                scores.append(row[idx])
+                tied += int(len(idx) > 1 and row[idx[0]] == row[idx[1]])
+    else:
+        for qi, cands in enumerate(task.local_candidates):
+            cands = np.asarray(cands)
+            s = c[cands] @ q[qi]
+            order = rank_scores(s, top=top)
+            ranked.append(cands[order])
+            scores.append(s[order])
+            tied += int(len(order) > 1 and s[order[0]] == s[order[1]])
+    return ranked, scores, tied
+
+
+def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
+                  tcot_mode: str = "none", batch_size: int = 32,
+                  ks: Sequence[int] = DEFAULT_KS) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    """Encode, score and rank one task: (score dict, prediction rows, timings)."""
+    if tcot_mode not in TCOT_MODES:
+        raise EmbedrlError(f"tcot mode {tcot_mode!r} not in {TCOT_MODES}")
+    if tcot_mode != "none" and reasoner is None:
+        raise EmbedrlError(f"T-CoT mode {tcot_mode!r} needs a reasoner")
+    t0 = time.perf_counter()
+    c_tcots = _tcots(reasoner, task.candidates, "target") if tcot_mode == "both" else None
+    c = embedder.encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
+    t1 = time.perf_counter()
+    q_tcots = _tcots(reasoner, task.queries, "query") if tcot_mode in ("query", "both") else None
+    q = embedder.encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
+    t2 = time.perf_counter()
+    top = max(max(ks), PRED_TOP)
+    ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
+    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
+    t3 = time.perf_counter()
+    cids = task.candidate_ids
+    preds = []
+    for qid, r, s, rel in zip(task.query_ids, ranked, scores, task.relevance, strict=True):
+        label = sorted(rel, key=lambda i: (-rel[i], i))
+        preds.append({
+            "qid": qid,
+            "prediction": [cids[i] for i in r[:PRED_TOP]],
+            "scores": [round(float(x), 6) for x in s[:PRED_TOP]],
+            "label": [cids[i] for i in label],
+            "rel_scores": [rel[i] for i in label],
+        })
+    score = mean_metrics(per_query, ks)
+    score.update({
+        "num_pred": len(preds), "num_data": len(task.queries), "num_candidates": len(task.candidates),
+        "tied_at_1": tied,
+    })
+    if task.notes:
+        score["notes"] = list(task.notes)
+    timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
+               "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
+               "candidates_per_s": len(task.candidates) / max(t1 - t0, 1e-9)}
+    return score, preds, timings
+
+
+def leaderboard_json(specs: Sequence[DatasetSpec], out: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Collect the finished score files under `out` into the leaderboard submission format."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path = score_path(out, spec)
+        if path.is_file():
+            metrics.setdefault(spec.modality, {})[spec.name] = read_json(path)
+    return {"metadata": metadata, "metrics": metrics}
+
+
+def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetSpec],
+             data_root: str | os.PathLike, out: str | os.PathLike, datasets: Sequence[str] | None = None,
+             reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 32,
+             ks: Sequence[int] = DEFAULT_KS, metadata: dict[str, Any] | None = None,
+             crash_after: int | None = None) -> RunResult:
+    """Evaluate `embedder` on every dataset of `registry` found under `data_root`; resumable.
+
+    `crash_after=n` raises after n datasets were computed in this call (tests use it to
+    prove that a killed run resumes without recomputing finished datasets).
+    """
+    all_specs = load_specs(registry)
+    specs = load_specs(all_specs, datasets)
+    root, out = Path(data_root), ensure_dir(out)
+    if not root.is_dir():
+        raise EmbedrlError(f"data root {root} is not a directory")
+    if tcot_mode not in TCOT_MODES:
+        raise EmbedrlError(f"tcot mode {tcot_mode!r} not in {TCOT_MODES}")
+    if tcot_mode != "none" and reasoner is None:
+        raise EmbedrlError(f"--tcot {tcot_mode} needs a reasoner")
+    run = RunResult(results={})
+    for spec in specs:
+        if score_path(out, spec).is_file():
+            logger.info("%s: finished in an earlier run, skipped", spec.name)
+            run.resumed.append(spec.name)
+            continue
+        try:
+            task = read_task(spec, root)
+        except MissingData as e:
+            logger.warning("%s (dataset skipped)", e)
+            run.missing[spec.name] = str(e)
+            continue
+        logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
+                    len(task.candidates), task.scope)
+        score, preds, timings = evaluate_task(embedder, task, reasoner, tcot_mode, batch_size, ks)
+        write_jsonl(pred_path(out, spec), preds)
+        write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
+        run.computed.append(spec.name)
+        run.timings[spec.name] = timings
+        logger.info("%s: %s = %.4f", spec.name, spec.metric, main_metric_value(score, spec.metric) or 0.0)
+        if crash_after is not None and len(run.computed) >= crash_after:
+            raise RuntimeError(f"crash_after={crash_after}: stopping after {spec.name}")
+    meta = {
+        "model_name": getattr(embedder, "name_or_path", "") or type(embedder).__name__,
+        "model_backbone": getattr(embedder, "backend", ""),
+        "embedding_dimension": embedder.dim,
+        "data_source": "Self-Reported",
+        "report_generated_date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "registry": _registry_label(registry),
+        "tcot_mode": tcot_mode,
+        "main_metrics": {s.name: s.metric for s in all_specs},
+        "categories": {s.name: s.category for s in all_specs},
+        "missing": run.missing,
+        "timings": {name: {k: round(v, 3) for k, v in t.items()} for name, t in run.timings.items()},
+        **(metadata or {}),
+    }
+    run.results = leaderboard_json(all_specs, out, meta)
+    run.path = out / RESULTS_NAME
+    write_json(run.path, run.results)
+    return run
+
+
+def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
+               reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64) -> dict[str, float]:
+    """Hit@1 (in percent) per set of `data/registry.yaml`, plus their mean as "overall"; writes nothing."""
+    from embedrl.eval.readers import read_task
+
+    data = Path(data)
+    registry = data / "registry.yaml"
+    if not registry.is_file():
+        raise EmbedrlError(f"{data} has no registry.yaml (make one with `embedrl data synth --out {data}`)")
+    scores: dict[str, float] = {}
+    for spec in load_specs(registry, datasets):
+        score, _, _ = evaluate_task(embedder, read_task(spec, data), reasoner, tcot_mode, batch_size, ks=(1,))
+        scores[spec.name] = 100 * score["hit@1"]
+    scores["overall"] = sum(scores.values()) / len(scores)
+    return scores

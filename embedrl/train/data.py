@@ -1,0 +1,121 @@
+"""Training data for the Embedder: pairs, per-dataset batches, and the collator.
+
+Every batch a process sees comes from one dataset (as the MMEB training recipes do), with
+datasets drawn by weight; in-batch negatives are then same-task negatives, which is what
+makes them informative. The collator turns pairs into backend inputs in chunks, so the
+GradCache path and the plain path share it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import Dataset, Sampler
+
+from embedrl.items import Pair
+from embedrl.models.base import Embedder
+from embedrl.tcot import parse_tcot
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: Sequence[Pair]):
+        self.pairs = list(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> Pair:
+        return self.pairs[i]
+
+    def by_dataset(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, pair in enumerate(self.pairs):
+            groups[pair.dataset].append(i)
+        return dict(sorted(groups.items()))
+
+
+class DatasetBatchSampler(Sampler[list[int]]):
+    """Yields batches of indices, each from a single dataset, datasets drawn by weight.
+
+    An epoch has as many batches as the datasets fill (`ceil(n_d / batch_size)` summed); each
+    batch picks a dataset with probability proportional to its weight (default: its number of
+    batches, i.e. uniform over pairs) and takes that dataset's next shuffled batch, reshuffling
+    a dataset when it runs out. Deterministic for (seed, epoch), so a resumed run replays it.
+    """
+
+    def __init__(self, groups: dict[str, list[int]], batch_size: int, weights: dict[str, float] | None = None,
+                 seed: int = 0):
+        self.groups = {k: v for k, v in groups.items() if v}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        n_batches = {k: -(-len(v) // batch_size) for k, v in self.groups.items()}
+        self.length = sum(n_batches.values())
+        unknown = set(weights or {}) - set(self.groups)
+        if unknown:
+            from embedrl.errors import EmbedrlError
+
+            raise EmbedrlError(f"dataset_weights name unknown datasets: {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(self.groups)}")
+        self.weights = {k: float((weights or {}).get(k, n_batches[k] if not weights else 0.0))
+                        for k in self.groups}
+        if not any(self.weights.values()):
+            from embedrl.errors import EmbedrlError
+
+            raise EmbedrlError("dataset_weights gives every dataset weight 0")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        names = [k for k, w in self.weights.items() if w > 0]
+        weights = [self.weights[k] for k in names]
+        queues: dict[str, list[list[int]]] = {}
+        for _ in range(self.length):
+            name = rng.choices(names, weights)[0]
+            if not queues.get(name):
+                order = list(self.groups[name])
+                rng.shuffle(order)
+                queues[name] = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            yield queues[name].pop(0)
+
+
+@dataclass
+class PairCollator:
+    """Pairs -> chunks of backend inputs: queries, then positives followed by hard negatives.
+
+    `chunk_size` 0 means one chunk per side (plain forward); GradCache uses smaller chunks.
+    With `use_tcot`, the pairs' `qry_tcot` / `pos_tcot` annotations condition the embedder.
+    """
+
+    embedder: Embedder
+    hard_negatives: int = 0
+    use_tcot: bool = False
+    chunk_size: int = 0
+
+    def _chunks(self, items, tcots) -> list[dict[str, Any]]:
+        size = self.chunk_size or len(items)
+        return [self.embedder.collate(items[i:i + size], None if tcots is None else tcots[i:i + size])
+                for i in range(0, len(items), size)]
+
+    def __call__(self, pairs: Sequence[Pair]) -> dict[str, Any]:
+        queries = [p.query for p in pairs]
+        targets = [p.pos for p in pairs]
+        for p in pairs:
+            targets.extend(p.negs[: self.hard_negatives])
+        q_tcots = t_tcots = None
+        if self.use_tcot:
+            q_tcots = [parse_tcot(p.qry_tcot) if p.qry_tcot else None for p in pairs]
+            # positives carry their annotation; negatives have none in pairs files
+            t_tcots = [parse_tcot(p.pos_tcot) if p.pos_tcot else None for p in pairs]
+            t_tcots += [None] * (len(targets) - len(pairs))
+        return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),
+                "n_pos": len(pairs)}

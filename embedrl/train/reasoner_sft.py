@@ -1,0 +1,152 @@
+"""T-CoT SFT: `embedrl train reasoner-sft --config FILE [key=value ...]`.
+
+Teaches a Reasoner to write T-CoTs from the annotations of a pairs file (`qry_tcot` /
+`pos_tcot`). Each pair gives up to two examples, one per role: the query with its T-CoT
+and the positive target with its T-CoT. The prompt is exactly what `Reasoner.generate`
+shows (`embedrl.models.prompts.build_messages`); the completion is the T-CoT text, and
+the loss is on the completion only (TRL's prompt-completion format).
+
+The dataset handed to TRL's `SFTTrainer` is a `datasets.Dataset` with conversational
+`prompt` / `completion` columns and an `images` column (the item's image, or its video
+frames in order) stored as file paths that decode lazily, so a large pairs file is not
+loaded into memory up front. Annotations that do not parse (`parse_tcot(...).valid` is
+False) are skipped and counted. LoRA is optional (PEFT); the final model is saved in HF
+layout with its processor (adapters in PEFT layout, or merged with `merge_lora: true`), so
+`load_reasoner(output_dir)` works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig
+
+from embedrl.config import build_config as _build_config
+from embedrl.errors import EmbedrlError
+from embedrl.items import Item, Pair, read_pairs
+from embedrl.models.prompts import ROLES, build_messages
+from embedrl.tcot import check_evidence, parse_tcot
+
+logger = logging.getLogger(__name__)
+
+# Language-model projections (the vision tower is left as it is).
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class ReasonerSFTConfig(SFTConfig):
+    """Everything `trl.SFTConfig` has, plus the fields below."""
+
+    model: str = field(default="", metadata={"help": "Reasoner to start from: a model directory or a Hub id "
+                                                     "of an image-text-to-text model."})
+    train_data: str = field(default="", metadata={"help": "Pairs JSONL with qry_tcot / pos_tcot annotations."})
+    data_root: str | None = field(default=None, metadata={
+        "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
+    roles: list[str] = field(default_factory=lambda: list(ROLES), metadata={
+        "help": "Which roles to train on: query (qry_tcot), target (pos_tcot), or both."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default=LORA_TARGETS, metadata={"help": "Regex of the modules LoRA wraps."})
+    merge_lora: bool = field(default=False, metadata={"help": "Save the LoRA model merged (plain HF layout)."})
+    skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines instead of failing."})
+    check_media: bool = field(default=True, metadata={"help": "Open every image before training starts."})
+    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+
+    def __post_init__(self):
+        import torch
+
+        if self.bf16 is None and not self.fp16:  # TRL's default is bf16; on a CPU-only machine use fp32
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        bad = sorted(set(self.roles) - set(ROLES))
+        if bad or not self.roles:
+            raise ValueError(f"roles must be a non-empty subset of {list(ROLES)}, not {self.roles}")
+        super().__post_init__()
+
+
+def build_config(config: str | Path | None = None, overrides: list[str] | None = None) -> ReasonerSFTConfig:
+    cfg = _build_config(ReasonerSFTConfig, config, overrides)
+    if not cfg.model:
+        raise EmbedrlError("set `model` (a reasoner directory or Hub id) in the config or as model=...")
+    if not cfg.train_data:
+        raise EmbedrlError("set `train_data` (a pairs JSONL with T-CoT annotations)")
+    return cfg
+
+
+def sft_example(item: Item, role: str, tcot_text: str) -> dict[str, Any]:
+    """One prompt-completion example: the generation prompt for `item` and its T-CoT as the answer."""
+    messages, images = build_messages(item, role, load=False)
+    if not all(isinstance(i, (str, Path)) for i in images):
+        raise EmbedrlError("SFT examples need media as file paths, not in-memory images")
+    return {"prompt": messages,
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": tcot_text}]}],
+            "images": [str(i) for i in images]}
+
+
+def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES) -> tuple[list[dict], Counter]:
+    """Examples from the pairs' annotations (both roles by default) and counts of what was skipped."""
+    examples, skipped = [], Counter()
+    for pair in pairs:
+        for role, item, text in (("query", pair.query, pair.qry_tcot), ("target", pair.pos, pair.pos_tcot)):
+            if role not in roles:
+                continue
+            if not text:
+                skipped["no annotation"] += 1
+                continue
+            tcot = parse_tcot(text)
+            if not tcot.valid or check_evidence(tcot, item) is not None:
+                skipped["invalid annotation"] += 1
+                continue
+            examples.append(sft_example(item, role, text.strip()))
+    return examples, skipped
+
+
+def make_dataset(examples: list[dict]):
+    """A `datasets.Dataset` TRL's SFTTrainer reads for VLMs; `images` decode lazily from their paths."""
+    import datasets
+
+    ds = datasets.Dataset.from_list(examples)
+    return ds.cast_column("images", datasets.List(datasets.Image()))
+
+
+def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
+    """Run SFT and save the final Reasoner to `config.output_dir`; returns that path."""
+    from trl import SFTTrainer
+
+    from embedrl.models.reasoner import load_reasoner
+
+    pairs, bad_lines = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad,
+                                  check_media=config.check_media)
+    if config.max_train_pairs:
+        pairs = pairs[:config.max_train_pairs]
+    examples, skipped = sft_examples(pairs, config.roles)
+    if bad_lines:
+        skipped["bad line"] += len(bad_lines)
+    if not examples:
+        raise EmbedrlError(f"{config.train_data}: no usable T-CoT annotations ({dict(skipped)})")
+    logger.info("T-CoT SFT on %d examples from %d pairs (skipped: %s)", len(examples), len(pairs),
+                dict(skipped) or "none")
+    reasoner = load_reasoner(config.model, device="cpu")  # the Trainer places the model
+    model = reasoner.model
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                 lora_dropout=config.lora_dropout,
+                                                 target_modules=config.lora_target_modules))
+        model.print_trainable_parameters()
+    model.train()
+    trainer = SFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
+                         processing_class=reasoner.processor)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    out = Path(config.output_dir)
+    if trainer.is_world_process_zero():
+        reasoner.model = trainer.accelerator.unwrap_model(trainer.model)
+        reasoner.save_pretrained(out, merge_lora=config.merge_lora)
+    trainer.accelerator.wait_for_everyone()
+    return out

@@ -1,0 +1,237 @@
+"""The synthetic benchmark: layout, readability by our readers, hard negatives, annotations, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from embedrl.cli import main
+from embedrl.data.registry import load_registry
+from embedrl.data.synth import SIZES, generate_benchmark, read_meta
+from embedrl.data.synth_scenes import CANVAS, Scene, render, scene_diff
+from embedrl.data.synth_tasks import TASK_NAMES, TASKS
+from embedrl.data.synth_text import SHAPE_PLURALS
+from embedrl.errors import EmbedrlError
+from embedrl.io import read_jsonl
+from embedrl.items import Item, read_pairs
+from embedrl.tcot import check_evidence, parse_tcot, render_tcot
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "bench"
+    summary = generate_benchmark(out, seed=SEED, size="tiny")
+    assert not summary["skipped"] and summary["out"] == str(out)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _scenes(root: Path) -> dict[str, Scene]:
+    return {row["id"]: Scene.from_dict(row) for row in read_jsonl(root / "scenes.jsonl")}
+
+
+def _scene_of(path: str) -> str:
+    """Scene id from a media path: images/<id>.png, crops/<id>-x-y.png, videos/<id>."""
+    return Path(path).name.split(".")[0].split("-")[0]
+
+
+def test_layout_counts_and_registry(bench):
+    meta = read_meta(bench)
+    assert meta["seed"] == SEED and meta["size"] == "tiny"
+    for name in ("train/pairs.jsonl", "registry.yaml", "corpus.jsonl", "oracle.jsonl", "scenes.jsonl"):
+        assert (bench / name).is_file(), name
+    plan = SIZES["tiny"]
+    assert meta["counts"]["train/pairs.jsonl"] == len(read_jsonl(bench / "train/pairs.jsonl")) == plan.train_per_task * len(TASKS)
+    specs = load_registry(bench / "registry.yaml")
+    assert [s.name for s in specs] == list(TASK_NAMES)
+    by_name = {s.name: s for s in specs}
+    assert {s.category for s in specs} == {"I-RET", "I-QA", "I-VG", "I-CLS", "V-RET"}
+    assert by_name["Synth-VideoRet"].reader == "video_rows" and by_name["Synth-VideoRet"].scope == "global"
+    assert all(s.metric == "hit@1" for s in specs)
+    for spec in specs:
+        assert len(read_jsonl(bench / spec.path)) == plan.eval_queries == meta["counts"][spec.path]
+    assert len(list((bench / "videos").iterdir())) == meta["counts"]["videos"]
+    assert len(read_jsonl(bench / "oracle.jsonl")) == meta["counts"]["oracle.jsonl"] == (
+        plan.train_per_task + plan.eval_queries) * len(TASKS)
+
+
+def test_eval_sets_read_by_the_harness_readers(bench):
+    from embedrl.eval.readers import read_task
+
+    for spec in load_registry(bench / "registry.yaml"):
+        task = read_task(spec, bench)
+        assert len(task.queries) == SIZES["tiny"].eval_queries
+        n = read_meta(bench)["tasks"][spec.name]["candidates"]
+        if spec.scope == "local":
+            assert all(len(c) == n for c in task.local_candidates)
+        for rel in task.relevance:
+            assert list(rel.values()) == [1.0]
+
+
+def test_eval_rows_gold_first_and_declared_count(bench):
+    meta, scenes = read_meta(bench), _scenes(bench)
+    for task in TASKS:
+        rows = read_jsonl(bench / "eval" / f"{task.name}.jsonl")
+        oracle = [r for r in read_jsonl(bench / "oracle.jsonl") if r["split"] == "eval" and r["dataset"] == task.name]
+        n = meta["tasks"][task.name]["candidates"]
+        for row, orc in zip(rows, oracle, strict=True):
+            assert row["qid"] == orc["qid"]
+            paths = row.get("tgt_img_path") or row.get("tgt_video_path")
+            assert len(row["tgt_text"]) == len(paths) == n
+            keys = list(zip(row["tgt_text"], paths, strict=True))
+            assert len(set(keys)) == n, "candidates of a query are distinct"
+            if task.name in ("Synth-T2I", "Synth-Composed", "Synth-VideoRet", "Synth-Grounding"):
+                assert _scene_of(paths[0]) == orc["gold_scene"]
+            if task.name in ("Synth-I2T", "Synth-CLS", "Synth-VQA", "Synth-Grounding"):
+                assert _scene_of(row["qry_img_path"]) == orc["gold_scene"]
+            if task.name == "Synth-CLS":
+                shapes = [o.shape for o in scenes[orc["gold_scene"]].objects]
+                major = max(set(shapes), key=shapes.count)
+                assert row["tgt_text"][0] == SHAPE_PLURALS[major]
+                assert sorted(row["tgt_text"]) == sorted(SHAPE_PLURALS.values())
+            for h in orc["hard_negatives"]:  # the recorded hard negative is where the row has it
+                assert 1 <= h["index"] < n
+                if h["scene"] and task.name != "Synth-I2T":
+                    assert _scene_of(paths[h["index"]]) == h["scene"]
+
+
+def test_hard_negatives_differ_in_exactly_one_detail(bench):
+    scenes = _scenes(bench)
+    checked = 0
+    for row in read_jsonl(bench / "oracle.jsonl"):
+        assert row["hard_negatives"], row["qid"] if "qid" in row else row["line"]
+        for h in row["hard_negatives"]:
+            assert h["gold"] != h["neg"]
+            if not h["scene"]:
+                continue
+            gold, neg = scenes[row["gold_scene"]], scenes[h["scene"]]
+            assert scene_diff(gold, neg) == [(h["object"], h["attribute"])]
+            assert gold.objects[h["object"]].get(h["attribute"]) == h["gold"]
+            assert neg.objects[h["object"]].get(h["attribute"]) == h["neg"]
+            checked += 1
+    assert checked > 100
+
+
+def test_hard_negative_images_differ_from_gold_pixels(bench):
+    scenes = _scenes(bench)
+    for row in read_jsonl(bench / "oracle.jsonl")[:40]:
+        for h in row["hard_negatives"]:
+            if h["scene"] and not scenes[h["scene"]].video:
+                assert render(scenes[row["gold_scene"]]).tobytes() != render(scenes[h["scene"]]).tobytes()
+
+
+def test_pairs_read_with_read_pairs(bench):
+    pairs, skipped = read_pairs(bench / "train" / "pairs.jsonl", root=bench)
+    assert not skipped and len(pairs) == SIZES["tiny"].train_per_task * len(TASKS)
+    assert {p.dataset for p in pairs} == set(TASK_NAMES)
+    for p in pairs:
+        assert len(p.negs) == 2 and p.qry_tcot and p.pos_tcot
+        assert "<|image_1|>" not in p.query.text
+        if p.dataset == "Synth-VideoRet":
+            assert len(p.pos.frames) == 8 and all(len(n.frames) == 8 for n in p.negs)
+        if p.dataset in ("Synth-T2I", "Synth-Composed", "Synth-Grounding"):
+            assert p.pos.image and all(n.image for n in p.negs)
+            assert p.pos.load_image().size == ((CANVAS, CANVAS) if p.dataset != "Synth-Grounding" else (40, 40))
+    negs_equal_pos = [p for p in pairs for n in p.negs if n.content_hash() == p.pos.content_hash()]
+    assert not negs_equal_pos
+
+
+def test_annotations_and_oracle_tcots_are_valid(bench):
+    pairs, _ = read_pairs(bench / "train" / "pairs.jsonl", root=bench, check_media=False)
+    for p in pairs:
+        for text, item in ((p.qry_tcot, p.query), (p.pos_tcot, p.pos)):
+            tcot = parse_tcot(text)
+            assert tcot.valid, (text, tcot.reason)
+            assert render_tcot(tcot) == text
+            assert tcot.has_evidence and tcot.answer
+            assert check_evidence(tcot, item) is None
+    for row in read_jsonl(bench / "oracle.jsonl"):
+        for side in ("qry", "pos"):
+            tcot = parse_tcot(row[f"{side}_tcot"])
+            assert tcot.valid and tcot.has_evidence, row
+            assert all(0 <= b[0] < b[2] <= 1000 and 0 <= b[1] < b[3] <= 1000 for b in tcot.boxes)
+
+
+def test_generic_annotator_evidence_is_often_incomplete(bench):
+    """The annotator does not see the negatives: its boxes miss the discriminating object in some pairs."""
+    rows = read_jsonl(bench / "train" / "pairs.jsonl")
+    oracle = [r for r in read_jsonl(bench / "oracle.jsonl") if r["split"] == "train"]
+    covered = []
+    for row, orc in zip(rows, oracle, strict=True):
+        needed = {tuple(b) for b in orc["pos_evidence"].get("bbox_2d", [])}
+        if row["dataset"] == "Synth-T2I" and needed:
+            given = {tuple(b) for b in parse_tcot(row["pos_tcot"]).boxes}
+            covered.append(needed <= given)
+    assert covered and 0 < sum(covered) < len(covered)
+
+
+def test_corpus_items(bench):
+    rows = read_jsonl(bench / "corpus.jsonl")
+    items = [Item.from_dict(r, root=bench) for r in rows]
+    assert len({i.id for i in items}) == len(items) == read_meta(bench)["counts"]["corpus.jsonl"]
+    assert {i.modality for i in items} == {"image", "text", "video"}
+    assert all(os.path.isfile(i.image) for i in items if i.image)
+
+
+def test_same_seed_is_byte_identical_and_rerun_skips(bench, tmp_path, capsys):
+    out = tmp_path / "again"
+    assert main(["-q", "data", "synth", "--out", str(out), "--seed", str(SEED), "--size", "tiny"]) == 0
+    assert "registry:" in capsys.readouterr().out
+    assert _files(out) == _files(bench)
+    before = {p: (out / p).stat().st_mtime_ns for p in _files(out)}
+    assert generate_benchmark(out, seed=SEED, size="tiny")["skipped"]
+    assert {p: (out / p).stat().st_mtime_ns for p in _files(out)} == before
+    meta = (out / "meta.json").stat().st_mtime_ns
+    assert all((out / p).stat().st_mtime_ns <= meta for p in before)  # meta.json is written last
+
+
+def test_other_benchmark_needs_overwrite_and_leftovers_are_replaced(bench, tmp_path):
+    out = tmp_path / "b"
+    (out / ".synth-staging" / "images").mkdir(parents=True)  # what an interrupted run leaves
+    (out / "images").mkdir()
+    (out / "images" / "stale.png").write_bytes(b"x")
+    generate_benchmark(out, seed=SEED + 1, size="tiny")
+    assert not (out / "images" / "stale.png").exists() and not (out / ".synth-staging").exists()
+    with pytest.raises(EmbedrlError, match="--overwrite"):
+        generate_benchmark(out, seed=SEED, size="tiny")
+    assert read_meta(out)["seed"] == SEED + 1
+    generate_benchmark(out, seed=SEED, size="tiny", overwrite=True)
+    assert _files(out) == _files(bench)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for out in (blocker / "sub", blocker, foreign):
+        assert main(["data", "synth", "--out", str(out), "--size", "tiny"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("embedrl: error:")
+    assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(SystemExit) as e:
+        main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "huge"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice" in err
+    with pytest.raises(EmbedrlError, match="unknown size"):
+        generate_benchmark(tmp_path / "y", size="huge")
+
+
+def test_oracle_rows_point_at_their_rows(bench):
+    files = {}
+    for row in read_jsonl(bench / "oracle.jsonl"):
+        rows = files.setdefault(row["file"], read_jsonl(bench / row["file"]))
+        target = rows[row["line"] - 1]
+        assert target.get("dataset", row["dataset"]) == row["dataset"]
+        assert target.get("qid") == row.get("qid")
+    assert json.loads((bench / "meta.json").read_text())["version"] >= 1

@@ -1,0 +1,215 @@
+"""Contrastive Embedder training: GradCache equivalence, cross-process negatives, resume, LoRA, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from embedrl.cli import main
+from embedrl.errors import EmbedrlError
+from embedrl.items import Item, read_pairs
+from embedrl.models.base import load_embedder
+from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset
+from embedrl.train.embedder import ContrastiveModel, EmbedderTrainer, build_config, train_embedder
+from embedrl.train.losses import InfoNCELoss, contrastive_logits
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    """48 caption->image pairs over two datasets, one hard negative each, T-CoT annotations."""
+    root = tmp_path_factory.mktemp("pairs")
+    rows = []
+    for i in range(48):
+        color, shape = COLORS[i % 6], ["circle", "square"][(i // 6) % 2]
+        img = Image.new("RGB", (112, 112), "white")
+        draw = ImageDraw.Draw(img)
+        box = (10 + i % 5 * 8, 20, 70 + i % 5 * 8, 80)
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=color)
+        img.save(root / f"{i}.png")
+        rows.append({"qry": f"a {color} {shape}", "pos_text": "", "pos_image_path": f"{i}.png",
+                     "neg_image_path": f"{(i + 1) % 48}.png", "dataset": "t2i" if i % 2 else "i2t",
+                     "qry_tcot": f'<thinking>{{"text_keywords": ["{color}"]}}</thinking>'
+                                 f"<rethink>colour matters</rethink><answer>{shape}</answer>"})
+    path = root / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _trainer(spec, pairs, chunk, tmp_path):
+    torch.manual_seed(0)
+    embedder = load_embedder(str(spec))
+    config = build_config(None, [f"model={spec}", "train_data=unused", f"output_dir={tmp_path}",
+                                 f"gradcache_chunk_size={chunk}", "use_cpu=true"])
+    trainer = EmbedderTrainer(model=ContrastiveModel(embedder, 0.05, False), args=config,
+                              train_dataset=PairDataset(pairs),
+                              data_collator=PairCollator(embedder, 1, True, chunk), loss_fn=InfoNCELoss())
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+@pytest.mark.parametrize("preset", ["tiny_clip_dir", "tiny_vlm_embedder_dir"])
+def test_gradcache_equals_full_batch(preset, pairs_file, tmp_path, request):
+    spec = request.getfixturevalue(preset)
+    pairs, _ = read_pairs(pairs_file)
+    results = []
+    for chunk in (0, 5):  # 12 queries + 24 targets in chunks of 5, vs one pass
+        trainer = _trainer(spec, pairs, chunk, tmp_path)
+        loss = trainer.training_step(trainer.model, trainer.data_collator(pairs[:12]))
+        results.append((loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                                      if p.grad is not None}))
+    (loss_full, grads_full), (loss_gc, grads_gc) = results
+    assert abs(loss_full - loss_gc) < 1e-4
+    assert grads_full.keys() == grads_gc.keys() and len(grads_full) > 10
+    for name in grads_full:
+        assert torch.allclose(grads_full[name], grads_gc[name], atol=1e-4), name
+
+
+def _distributed_worker(rank, world, port, queue):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(rank)
+    q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1).requires_grad_()
+    t = torch.nn.functional.normalize(torch.randn(3 + rank, 8), dim=-1).requires_grad_()  # 0 or 1 hard negative
+    q2t, labels, t2q, _ = contrastive_logits(q, t, n_pos=3, scale=10.0)
+    loss = InfoNCELoss()(q, t, 3, 10.0)
+    loss.backward()
+    queue.put((rank, tuple(q2t.shape), labels.tolist(), tuple(t2q.shape), q.detach(), t.detach(),
+               q.grad, t.grad))
+    dist.destroy_process_group()
+
+
+def test_cross_process_negatives_cover_the_global_batch_with_gradient():
+    """2 gloo processes: logits span both processes' candidates; gradients match one big batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_distributed_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r[0], r[1:]) for r in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(30)
+    # rank 0 has 3 positives + 0 negatives, rank 1 has 3 positives + 1 negative: 7 global candidates
+    for rank, offset in ((0, 0), (1, 3)):
+        q2t_shape, labels, t2q_shape = results[rank][:3]
+        assert q2t_shape == (3, 7) and t2q_shape == (3, 6)
+        assert labels == [offset, offset + 1, offset + 2]
+    # Reference: one process holding the global batch, loss = sum of the two local losses.
+    qs = [results[r][3].clone().requires_grad_() for r in (0, 1)]
+    ts = [results[r][4].clone().requires_grad_() for r in (0, 1)]
+    cands = torch.cat([ts[0][:3], ts[1][:3], ts[1][3:]])
+    all_q, all_p = torch.cat(qs), torch.cat([ts[0][:3], ts[1][:3]])
+    total = 0
+    for r in (0, 1):
+        labels = torch.arange(3) + 3 * r
+        total = total + (torch.nn.functional.cross_entropy(10 * qs[r] @ cands.T, labels)
+                         + torch.nn.functional.cross_entropy(10 * ts[r][:3] @ all_q.T, labels)) / 2
+    total.backward()
+    for r in (0, 1):
+        assert torch.allclose(results[r][5], qs[r].grad, atol=1e-5)
+        assert torch.allclose(results[r][6], ts[r].grad, atol=1e-5)
+    assert results[0][6].abs().sum() > 0 and all_p.shape == (6, 8)
+
+
+def test_batches_come_from_one_dataset_each_with_weights():
+    groups = {"a": list(range(0, 10)), "b": list(range(10, 40))}
+    batches = list(DatasetBatchSampler(groups, 4, seed=1))
+    assert len(batches) == 3 + 8
+    assert all(set(b) <= set(groups["a"]) or set(b) <= set(groups["b"]) for b in batches)
+    assert batches == list(DatasetBatchSampler(groups, 4, seed=1))  # deterministic for a seed
+    only_a = list(DatasetBatchSampler(groups, 4, weights={"a": 1.0}, seed=1))
+    assert all(set(b) <= set(groups["a"]) for b in only_a)
+    with pytest.raises(EmbedrlError, match="unknown datasets"):
+        DatasetBatchSampler(groups, 4, weights={"c": 1.0})
+
+
+def _cli_args(spec, pairs_file, out, *extra):
+    return [f"model={spec}", f"train_data={pairs_file}", f"output_dir={out}", "per_device_train_batch_size=8",
+            "learning_rate=1e-3", "logging_steps=5", "use_cpu=true", "dataloader_num_workers=0", *extra]
+
+
+def test_train_clip_improves_retrieval_and_saves_a_loadable_model(tiny_clip_dir, pairs_file, tmp_path):
+    pairs, _ = read_pairs(pairs_file)
+
+    captions = sorted({p.query.text for p in pairs})  # 12 distinct captions, 4 images each
+
+    def accuracy(embedder):  # image -> caption, chance 1/12
+        images = embedder.encode([p.pos for p in pairs])
+        texts = embedder.encode([Item(text=c) for c in captions])
+        predicted = (images @ texts.T).argmax(1).tolist()
+        return sum(captions[j] == p.query.text for j, p in zip(predicted, pairs)) / len(pairs)
+
+    before = accuracy(load_embedder(str(tiny_clip_dir)))
+    assert main(["train", "embedder", *_cli_args(tiny_clip_dir, pairs_file, tmp_path, "max_steps=60",
+                                                  "save_steps=1000", "temperature=0.05")]) == 0
+    trained = load_embedder(str(tmp_path))
+    assert accuracy(trained) > max(before, 1 / 12) + 0.25
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_clip_dir, pairs_file, tmp_path):
+    steps = ["max_steps=24", "save_steps=4", "save_total_limit=20"]
+    reference = tmp_path / "reference"
+    train_embedder(build_config(None, _cli_args(tiny_clip_dir, pairs_file, reference, *steps)))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "embedrl", "train", "embedder", *_cli_args(tiny_clip_dir, pairs_file, out, *steps)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint-8" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "checkpoint-24").exists()
+
+    result = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Continuing training from checkpoint" in result.stderr or "resuming from" in result.stderr
+    state = json.loads((out / "checkpoint-24" / "trainer_state.json").read_text())
+    assert state["global_step"] == 24
+    assert load_embedder(str(out)).fingerprint() == load_embedder(str(reference)).fingerprint()
+
+
+def test_vlm_lora_trains_adapters_only_and_reloads(tiny_vlm_embedder_dir, pairs_file, tmp_path):
+    assert main(["train", "embedder", *_cli_args(tiny_vlm_embedder_dir, pairs_file, tmp_path, "max_steps=3",
+                                                  "lora=true", "lora_r=4", "use_tcot=true")]) == 0
+    assert (tmp_path / "adapter_config.json").is_file()
+    trained, base = load_embedder(str(tmp_path)), load_embedder(str(tiny_vlm_embedder_dir))
+    assert trained.is_lora
+    pairs, _ = read_pairs(pairs_file)
+    items = [p.query for p in pairs[:4]]
+    assert not torch.allclose(trained.encode(items), base.encode(items), atol=1e-4)
+
+
+def test_bad_pairs_line_names_file_and_line_or_is_skipped(tiny_clip_dir, pairs_file, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    lines = pairs_file.read_text().splitlines()
+    lines[3] = json.dumps({"qry": "x", "pos_image_path": "missing.png"})
+    bad.write_text("\n".join(lines) + "\n")
+    for name in os.listdir(pairs_file.parent):
+        if name.endswith(".png"):
+            os.symlink(pairs_file.parent / name, tmp_path / name)
+    args = _cli_args(tiny_clip_dir, bad, tmp_path / "out", "max_steps=1")
+    assert main(["train", "embedder", *args]) == 1
+    err = capsys.readouterr().err
+    assert "bad.jsonl:4" in err and "image not found" in err and "--skip-bad" in err
+    assert main(["train", "embedder", "--skip-bad", *args]) == 0
+    assert main(["train", "embedder", *args, "no_such_key=1"]) == 1
+    assert "unknown config key" in capsys.readouterr().err
