@@ -28,3 +28,13 @@ def tiny_vlm_embedder_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     return _make(tmp_path_factory, "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def synth_tiny_dir(tmp_path_factory):
+    """The synthetic benchmark at its smallest size (seed 0), made once per session; read-only."""
+    from embedrl.data.synth import generate_benchmark
+
+    out = tmp_path_factory.mktemp("synth") / "tiny"
+    generate_benchmark(out, seed=0, size="tiny")
+    return out

@@ -46,6 +46,8 @@ class ReasonerSFTConfig(SFTConfig):
     train_data: str = field(default="", metadata={"help": "Pairs JSONL with qry_tcot / pos_tcot annotations."})
     data_root: str | None = field(default=None, metadata={
         "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
+    processor_kwargs: dict[str, Any] | None = field(default=None, metadata={
+        "help": "Passed to AutoProcessor.from_pretrained, e.g. {max_pixels: 401408} to cap image tokens."})
     roles: list[str] = field(default_factory=lambda: list(ROLES), metadata={
         "help": "Which roles to train on: query (qry_tcot), target (pos_tcot), or both."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
@@ -131,7 +133,7 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
         raise EmbedrlError(f"{config.train_data}: no usable T-CoT annotations ({dict(skipped)})")
     logger.info("T-CoT SFT on %d examples from %d pairs (skipped: %s)", len(examples), len(pairs),
                 dict(skipped) or "none")
-    reasoner = load_reasoner(config.model, device="cpu")  # the Trainer places the model
+    reasoner = load_reasoner(config.model, device="cpu", processor_kwargs=config.processor_kwargs)  # the Trainer places the model
     model = reasoner.model
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -145,6 +147,7 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
                          processing_class=reasoner.processor)
     trainer.train(resume_from_checkpoint=True if resume else None)
     out = Path(config.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged losses, for plots and checks
     if trainer.is_world_process_zero():
         reasoner.model = trainer.accelerator.unwrap_model(trainer.model)
         reasoner.save_pretrained(out, merge_lora=config.merge_lora)

@@ -1,0 +1,355 @@
+"""EG-RL (Embedder-Guided RL): GRPO on the Reasoner where a frozen Embedder's retrieval is the reward.
+
+`embedrl train eg-rl --config FILE [key=value ...]` runs TRL's `GRPOTrainer` with three reward
+functions (embedrl/train/rewards.py), each logged on its own (`rewards/<name>/mean`):
+format, process (a discriminator picks the positive among shuffled candidate T-CoTs) and
+outcome (the rollout's embedding against the other side of the batch's pairs plus the
+pair's hard negatives). Rollouts are made for both the query and the target of each pair.
+
+Cost: the sides a rollout is scored against are embedded once, with their cached T-CoT
+(the pairs' annotations), and kept in a `CandidateBank`; per step only the distinct
+rollouts are embedded, so rewards cost far less than generation (`embedrl bench rl`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from embedrl.errors import EmbedrlError
+from embedrl.items import Item, Pair, read_pairs
+from embedrl.models.base import Embedder, load_embedder
+from embedrl.models.prompts import build_messages
+from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot
+from embedrl.train.rewards import (
+    completion_text,
+    discriminator_prompt,
+    format_rewards,
+    outcome_rewards,
+    process_rewards,
+    shuffle_candidates,
+)
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("query", "target")
+
+
+@dataclass
+class EGRLConfig(GRPOConfig):
+    """Everything `GRPOConfig` has, plus the EG-RL fields below (`beta` stays GRPO's KL weight)."""
+
+    reasoner: str = field(default="", metadata={"help": "Policy to start from: the SFT reasoner (dir or Hub id)."})
+    embedder: str = field(default="", metadata={"help": "Frozen embedder that scores rollouts."})
+    train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style, with T-CoT annotations)."})
+    data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
+    format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})
+    process_weight: float = field(default=0.8, metadata={"help": "beta (paper): weight of the process reward."})
+    outcome_weight: float = field(default=0.2, metadata={"help": "gamma: weight of the outcome reward."})
+    outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
+    outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
+    discriminator: str | None = field(default=None, metadata={
+        "help": "Process-reward discriminator: HF id/path or openai:BASE_URL#MODEL (default: the initial reasoner)."})
+    process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator."})
+    use_annotations: bool = field(default=True, metadata={
+        "help": "Score against the other side with its annotated T-CoT (else the raw item)."})
+    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+    skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the policy."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+
+    def __post_init__(self):
+        weights = self.active_weights()
+        if not weights:
+            raise ValueError("at least one of format_weight, process_weight, outcome_weight must be non-zero")
+        self.reward_weights = [w for _, w in weights]
+        super().__post_init__()
+
+    def active_weights(self) -> list[tuple[str, float]]:
+        return [(n, w) for n, w in (("format", self.format_weight), ("process", self.process_weight),
+                                    ("outcome", self.outcome_weight)) if w]
+
+
+class RolloutDataset:
+    """Both sides of every pair as GRPO prompts, built lazily: `prompt` (chat), `images`, `pair_index`, `role`.
+
+    `hf` is the `datasets.Dataset` TRL trains on; prompts and images are made on access
+    (`with_transform`), so no pixels are copied into Arrow.
+    """
+
+    def __init__(self, pairs: Sequence[Pair]):
+        from datasets import Dataset
+
+        self.pairs = list(pairs)
+        rows = [(i, role) for i in range(len(self.pairs)) for role in ROLES]
+        self.hf = Dataset.from_dict({"pair_index": [i for i, _ in rows], "role": [r for _, r in rows]})
+        self.hf = self.hf.with_transform(self._expand)
+
+    def item(self, i: int, role: str) -> Item:
+        return self.pairs[i].query if role == "query" else self.pairs[i].pos
+
+    def _expand(self, batch: dict[str, list]) -> dict[str, list]:
+        built = [build_messages(self.item(i, r), r) for i, r in zip(batch["pair_index"], batch["role"])]
+        return {**batch, "prompt": [m for m, _ in built], "images": [imgs for _, imgs in built]}
+
+
+class CandidateBank:
+    """Embeddings of what rollouts are scored against, computed once each and kept.
+
+    Keys: ("query", i) and ("target", i) with the pair's annotated T-CoT (when
+    `use_annotations`), ("neg", i, j) for the pair's j-th hard negative (raw).
+    """
+
+    def __init__(self, embedder: Embedder, pairs: Sequence[Pair], use_annotations: bool = True, batch_size: int = 32):
+        self.embedder, self.pairs, self.use_annotations = embedder, pairs, use_annotations
+        self.batch_size = batch_size
+        self.vectors: dict[tuple, torch.Tensor] = {}
+
+    def annotation(self, role: str, i: int) -> TCoT | None:
+        text = self.pairs[i].qry_tcot if role == "query" else self.pairs[i].pos_tcot
+        return parse_tcot(text) if text and self.use_annotations else None
+
+    def _item(self, key: tuple) -> tuple[Item, TCoT | None]:
+        if key[0] == "neg":
+            return self.pairs[key[1]].negs[key[2]], None
+        pair = self.pairs[key[1]]
+        return (pair.query if key[0] == "query" else pair.pos), self.annotation(key[0], key[1])
+
+    def get(self, keys: Sequence[tuple]) -> torch.Tensor:
+        missing = [k for k in dict.fromkeys(keys) if k not in self.vectors]
+        if missing:
+            items, tcots = zip(*(self._item(k) for k in missing))
+            vectors = self.embedder.encode(list(items), list(tcots), batch_size=self.batch_size)
+            self.vectors.update(zip(missing, vectors))
+        if not keys:
+            return torch.empty(0, self.embedder.dim)
+        return torch.stack([self.vectors[k] for k in keys])
+
+
+class _RolloutReward:
+    """Shared by the reward functions: rollouts' items and parsed T-CoTs, and time spent."""
+
+    __name__ = "reward"
+
+    def __init__(self, dataset: RolloutDataset):
+        self.dataset = dataset
+        self.seconds = 0.0
+
+    def rollouts(self, completions, pair_index, role) -> tuple[list[Item], list[TCoT], list[str]]:
+        texts = [completion_text(c) for c in completions]
+        items = [self.dataset.item(i, r) for i, r in zip(pair_index, role)]
+        return items, [parse_tcot(t) for t in texts], texts
+
+    def __call__(self, completions, pair_index, role, **kwargs) -> list[float]:
+        start = time.perf_counter()
+        try:
+            return self.score(completions, list(pair_index), list(role), **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class FormatReward(_RolloutReward):
+    __name__ = "format"
+
+    def score(self, completions, pair_index, role, **kwargs) -> list[float]:
+        items, tcots, _ = self.rollouts(completions, pair_index, role)
+        fmt = format_rewards(tcots)
+        return [f if check_evidence(t, item) is None else 0.0 for f, t, item in zip(fmt, tcots, items)]
+
+
+class OutcomeReward(_RolloutReward):
+    __name__ = "outcome"
+
+    def __init__(self, dataset: RolloutDataset, embedder: Embedder, bank: CandidateBank, k: int = 1,
+                 tau: float = 0.5, batch_size: int = 32):
+        super().__init__(dataset)
+        self.embedder, self.bank, self.k, self.tau, self.batch_size = embedder, bank, k, tau, batch_size
+
+    def score(self, completions, pair_index, role, **kwargs) -> list[float]:
+        items, tcots, texts = self.rollouts(completions, pair_index, role)
+        # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common).
+        distinct: dict[tuple, int] = {}
+        for i, r, t in zip(pair_index, role, texts):
+            distinct.setdefault((i, r, t), len(distinct))
+        order = list(distinct)
+        first = {key: n for n, key in reversed(list(enumerate(zip(pair_index, role, texts))))}
+        vectors = self.embedder.encode([items[first[k]] for k in order], [tcots[first[k]] for k in order],
+                                       batch_size=self.batch_size)
+        in_batch = sorted(set(pair_index))
+        sim_pos, sim_neg = [], []
+        for i, r, t in zip(pair_index, role, texts):
+            v = vectors[distinct[(i, r, t)]]
+            other = "target" if r == "query" else "query"
+            negs = [(other, j) for j in in_batch if j != i]
+            if r == "query":
+                negs += [("neg", i, n) for n in range(len(self.dataset.pairs[i].negs))]
+            sim_pos.append(v @ self.bank.get([(other, i)])[0])
+            sim_neg.append(self.bank.get(negs) @ v)
+        width = max(len(s) for s in sim_neg)
+        padded = torch.full((len(sim_neg), width), float("nan"))
+        for row, sims in enumerate(sim_neg):
+            padded[row, :len(sims)] = sims
+        return outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau).tolist()
+
+
+class ProcessReward(_RolloutReward):
+    __name__ = "process"
+
+    def __init__(self, dataset: RolloutDataset, discriminator, bank: CandidateBank, n_candidates: int = 4,
+                 seed: int = 0):
+        super().__init__(dataset)
+        self.discriminator, self.bank, self.n_candidates = discriminator, bank, n_candidates
+        self.rng = random.Random(seed)
+
+    def _text(self, role: str, i: int) -> str:
+        tcot = self.bank.annotation(role, i)
+        pair = self.dataset.pairs[i]
+        return render_tcot(tcot) if tcot else (pair.query if role == "query" else pair.pos).text
+
+    def score(self, completions, pair_index, role, **kwargs) -> list[float]:
+        _, tcots, _ = self.rollouts(completions, pair_index, role)
+        in_batch = sorted(set(pair_index))
+        prompts, sizes, golds, rows = [], [], [], []
+        for row, (i, r, t) in enumerate(zip(pair_index, role, tcots)):
+            if not t.valid:
+                continue  # a broken T-CoT cannot be judged: reward 0
+            other = "target" if r == "query" else "query"
+            pool = [j for j in in_batch if j != i]
+            negatives = [self._text(other, j) for j in self.rng.sample(pool, min(len(pool), self.n_candidates - 1))]
+            candidates, gold = shuffle_candidates(self._text(other, i), negatives, self.rng)
+            prompts.append(discriminator_prompt(render_tcot(t), candidates))
+            sizes.append(len(candidates))
+            golds.append(gold)
+            rows.append(row)
+        out = [0.0] * len(tcots)
+        if prompts:
+            for row, reward in zip(rows, process_rewards(self.discriminator.choose(prompts, sizes), golds)):
+                out[row] = reward
+        return out
+
+
+class EGRLTrainer(GRPOTrainer):
+    """GRPOTrainer that also times generation, for `embedrl bench rl`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.generation_seconds = 0.0
+
+    def _tokenize_prompts(self, prompts):
+        # TRL marks a text-only prompt's images as None, which the processor rejects in a batch
+        # that mixes text and image prompts (EG-RL always does); an empty list means the same.
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        if images is not None:
+            images = [imgs or [] for imgs in images]
+        return prompt_ids, images, fields
+
+    def _generate(self, prompts):
+        start = time.perf_counter()
+        try:
+            return super()._generate(prompts)
+        finally:
+            self.generation_seconds += time.perf_counter() - start
+
+
+def build_egrl_config(config_path: str | None, overrides: list[str] | None) -> EGRLConfig:
+    from embedrl.config import build_config
+
+    config = build_config(EGRLConfig, config_path, overrides, report_to="none", logging_steps=5,
+                          save_strategy="steps", save_steps=100, bf16=False)
+    if not (config.reasoner and config.embedder and config.train_data):
+        raise EmbedrlError("set `reasoner`, `embedder` and `train_data` (in the config file or as key=value)")
+    return config
+
+
+def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> EGRLTrainer:
+    """The trainer, its reward functions and their shared candidate bank, ready to `train()`."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad)
+    if skipped:
+        logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
+    pairs = pairs[: config.max_train_pairs] if config.max_train_pairs else pairs
+    dataset = RolloutDataset(pairs)
+    embedder = embedder or load_embedder(config.embedder)
+    embedder.module.requires_grad_(False)
+    bank = CandidateBank(embedder, pairs, config.use_annotations)
+    rewards = []
+    for name, _ in config.active_weights():
+        if name == "format":
+            rewards.append(FormatReward(dataset))
+        elif name == "outcome":
+            rewards.append(OutcomeReward(dataset, embedder, bank, config.outcome_k, config.outcome_tau))
+        else:
+            from embedrl.train.discriminator import load_discriminator
+
+            rewards.append(ProcessReward(dataset, load_discriminator(config.discriminator or config.reasoner), bank,
+                                         config.process_candidates, config.seed))
+    try:
+        processor = AutoProcessor.from_pretrained(config.reasoner)
+        model = AutoModelForImageTextToText.from_pretrained(config.reasoner)
+    except (OSError, ValueError) as e:
+        raise EmbedrlError(f"cannot load reasoner {config.reasoner!r}: {str(e).splitlines()[0]}") from e
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        from embedrl.models.vlm_embedder import LORA_TARGETS
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS)
+    return EGRLTrainer(model=model, processing_class=processor, reward_funcs=rewards, args=config,
+                       train_dataset=dataset.hf, peft_config=peft_config)
+
+
+def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """One line per reward component (and the total) over training steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({k for row in log_history for k in row if k.startswith("rewards/") and k.endswith("/mean")})
+    rows = [r for r in log_history if "step" in r and "reward" in r]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ["reward", *names]:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        label = "total" if key == "reward" else key.split("/")[1]
+        ax.plot(*zip(*points), label=label, linewidth=2 if key == "reward" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.set_title("EG-RL rewards")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | None = None) -> Path:
+    """Run EG-RL and save the policy as a Reasoner directory at `config.output_dir`."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from embedrl.models.reasoner import Reasoner
+
+    trainer = build_egrl_trainer(config, embedder)
+    checkpoint = None
+    if resume and Path(config.output_dir).is_dir():
+        checkpoint = get_last_checkpoint(config.output_dir)
+        logger.info("resuming from %s", checkpoint) if checkpoint else logger.info("no checkpoint; starting fresh")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    out = Path(config.output_dir)
+    Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out)).save_pretrained(out)
+    plot_reward_curves(trainer.state.log_history, out / "reward_curves.png")
+    return out

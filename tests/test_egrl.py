@@ -1,0 +1,177 @@
+"""EG-RL: reward functions on hand-made similarities, candidate shuffling, format checks, one GRPO step."""
+
+import json
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+
+from embedrl.items import Item
+from embedrl.tcot import TCoT, parse_tcot, render_tcot
+from embedrl.train.discriminator import OpenAIDiscriminator
+from embedrl.train.rewards import (
+    discriminator_prompt,
+    format_rewards,
+    outcome_rewards,
+    parse_choice,
+    process_rewards,
+    shuffle_candidates,
+)
+
+GOOD = '<thinking>{"text_keywords": ["red"]}</thinking><rethink>r</rethink><answer>red</answer>'
+
+
+def test_outcome_reward_on_hand_made_similarities():
+    sim_pos = torch.tensor([0.9, 0.5, 0.5, 0.4])
+    sim_neg = torch.tensor([[0.1, 0.3, float("nan")],   # top-1: 0.9 - softmax-weighted mean of (0.1, 0.3)
+                            [0.6, 0.2, 0.1],            # rank 2: 0 with k=1
+                            [0.5, 0.2, float("nan")],   # tie with a negative: the positive still ranks first
+                            [float("nan")] * 3])        # no negatives: the similarity itself
+    w = torch.softmax(torch.tensor([0.1, 0.3]) / 0.5, 0)
+    expected0 = 0.9 - (w * torch.tensor([0.1, 0.3])).sum()
+    w2 = torch.softmax(torch.tensor([0.5, 0.2]) / 0.5, 0)
+    expected2 = 0.5 - (w2 * torch.tensor([0.5, 0.2])).sum()
+    out = outcome_rewards(sim_pos, sim_neg, k=1, tau=0.5)
+    assert torch.allclose(out, torch.stack([expected0, torch.tensor(0.0), expected2, torch.tensor(0.4)]), atol=1e-6)
+    # with k=2 the second row is paid too; a lower tau weights the hardest negative more
+    assert outcome_rewards(sim_pos, sim_neg, k=2)[1] > 0
+    assert outcome_rewards(sim_pos[:1], sim_neg[:1], tau=0.01)[0] < outcome_rewards(sim_pos[:1], sim_neg[:1], tau=10)[0]
+
+
+def test_shuffle_puts_the_positive_everywhere_and_reports_it():
+    rng = random.Random(0)
+    positions = []
+    for _ in range(400):
+        candidates, gold = shuffle_candidates("POS", ["n1", "n2", "n3"], rng)
+        assert candidates[gold] == "POS" and sorted(candidates) == sorted(["POS", "n1", "n2", "n3"])
+        positions.append(gold)
+    counts = [positions.count(i) for i in range(4)]
+    assert min(counts) > 60  # roughly uniform (100 expected each): no positional shortcut
+
+
+@pytest.mark.parametrize("text", [
+    "", "<thinking>{\"text_keywords\": [\"a\"]}", "<thinking>{bad}</thinking><rethink>r</rethink><answer>a</answer>",
+    '<thinking>{"bbox_2d": [0, 0, 1200, 10]}</thinking><rethink>r</rethink><answer>a</answer>',
+])
+def test_format_reward_is_zero_on_broken_outputs(text):
+    assert format_rewards([parse_tcot(text)]) == [0.0]
+    assert format_rewards([parse_tcot(GOOD)]) == [1.0]
+
+
+def test_process_reward_and_choice_parsing():
+    assert parse_choice("B", 3) == 1 and parse_choice("answer: (C)", 3) == 2 and parse_choice("D", 3) is None
+    assert process_rewards([1, None, 0], [1, 1, 1]) == [1.0, 0.0, 0.0]
+    prompt = discriminator_prompt("Q", ["x", "y"])
+    assert "(A) x" in prompt and "(B) y" in prompt
+
+
+class _KeywordJudge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that picks the candidate sharing the query's first keyword."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        query = parse_tcot(prompt.split("\n")[0].removeprefix("Query evidence: "))
+        lines = [ln for ln in prompt.split("\n") if ln.startswith("(")]
+        letter = next((ln[1] for ln in lines if query.keywords and query.keywords[0] in ln), "Z")
+        payload = json.dumps({"choices": [{"message": {"content": letter}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_process_reward_through_an_endpoint_discriminator(tiny_clip_dir, synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.models.base import load_embedder
+    from embedrl.train.egrl import CandidateBank, ProcessReward, RolloutDataset
+
+    server = HTTPServer(("127.0.0.1", 0), _KeywordJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+        pairs = pairs[:6]
+        dataset = RolloutDataset(pairs)
+        bank = CandidateBank(load_embedder(str(tiny_clip_dir)), pairs)
+        judge = OpenAIDiscriminator(f"http://127.0.0.1:{server.server_port}/v1", "judge")
+        reward = ProcessReward(dataset, judge, bank, n_candidates=3, seed=0)
+        # A query rollout that copies the positive's first keyword is judged right; a broken one gets 0.
+        rollouts, expected = [], []
+        for i, pair in enumerate(pairs[:4]):
+            keyword = parse_tcot(pair.pos_tcot).keywords[0]
+            rollouts.append(render_tcot(TCoT(keywords=[keyword], answer="x")))
+            expected.append(1.0)
+        rollouts.append("<thinking>{broken")
+        expected.append(0.0)
+        scores = reward(rollouts, pair_index=[0, 1, 2, 3, 4], role=["query"] * 5)
+        assert scores[-1] == 0.0
+        # other candidates may share the keyword (then the judge may pick wrong): most must be right
+        assert sum(scores[:4]) >= 3
+    finally:
+        server.shutdown()
+
+
+def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_clip_dir, synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.models.base import load_embedder
+    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    pairs = [p for p in pairs if p.dataset == "Synth-I2T"][:4]
+    embedder = load_embedder(str(tiny_clip_dir))
+    dataset = RolloutDataset(pairs)
+    bank = CandidateBank(embedder, pairs)
+    reward = OutcomeReward(dataset, embedder, bank, k=10, tau=0.5)
+    completions = [pairs[0].qry_tcot, pairs[0].qry_tcot, pairs[1].pos_tcot, "<thinking>junk"]
+    scores = reward(completions, pair_index=[0, 0, 1, 2], role=["query", "query", "target", "query"])
+    # k=10 admits every rank, so each score is sim(pos) minus the weighted negatives, computed by hand here
+    q = embedder.encode([pairs[0].query], [parse_tcot(pairs[0].qry_tcot)])[0]
+    pos = bank.get([("target", 0)])[0]
+    negs = bank.get([("target", 1), ("target", 2)] + [("neg", 0, j) for j in range(len(pairs[0].negs))])
+    sims = negs @ q
+    expected = q @ pos - (torch.softmax(sims / 0.5, 0) * sims).sum()
+    assert abs(scores[0] - expected.item()) < 1e-5 and scores[0] == scores[1]
+    t = embedder.encode([pairs[1].pos], [parse_tcot(pairs[1].pos_tcot)])[0]
+    qs = bank.get([("query", 0), ("query", 2)]) @ t  # a target rollout ranks queries: no hard negatives
+    expected_t = t @ bank.get([("query", 1)])[0] - (torch.softmax(qs / 0.5, 0) * qs).sum()
+    assert abs(scores[2] - expected_t.item()) < 1e-5
+    raw = embedder.encode([pairs[2].query])[0]  # a junk rollout falls back to the raw item
+    sims_raw = bank.get([("target", 0), ("target", 1)] + [("neg", 2, j) for j in range(len(pairs[2].negs))]) @ raw
+    expected_raw = raw @ bank.get([("target", 2)])[0] - (torch.softmax(sims_raw / 0.5, 0) * sims_raw).sum()
+    assert abs(scores[3] - expected_raw.item()) < 1e-5
+
+
+def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
+                                                                 tmp_path):
+    from embedrl.models.reasoner import load_reasoner
+    from embedrl.train.egrl import build_egrl_config, train_eg_rl
+
+    config = build_egrl_config(None, [
+        f"reasoner={tiny_reasoner_dir}", f"embedder={tiny_clip_dir}", f"data_root={synth_tiny_dir}",
+        f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"output_dir={tmp_path}", "max_steps=1",
+        "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=16", "use_cpu=true",
+        "logging_steps=1", "max_train_pairs=8"])
+    out = train_eg_rl(config)
+    reasoner = load_reasoner(out)  # the saved policy loads and generates
+    assert reasoner.generate([Item(text="a red circle")], role="query", max_new_tokens=8)[0] is not None
+
+
+def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir, tmp_path, capsys):
+    from embedrl.cli import main
+
+    out = tmp_path / "rl.json"
+    assert main(["-q", "bench", "rl", "--steps", "1", "--json", str(out), f"reasoner={tiny_reasoner_dir}",
+                 f"embedder={tiny_clip_dir}", f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}",
+                 f"data_root={synth_tiny_dir}", "per_device_train_batch_size=4", "num_generations=2",
+                 "max_completion_length=16", "use_cpu=true"]) == 0
+    row = json.loads(out.read_text())
+    assert row["steps"] == 1 and set(row["reward_by_function_s"]) == {"format", "process", "outcome"}
+    parts = row["generation_s"] + row["reward_s"] + row["update_s"]
+    assert abs(parts - row["total_s"]) < 1e-6 and row["generation_s"] > 0 and row["update_s"] > 0
+    assert "rewards together" in capsys.readouterr().out
