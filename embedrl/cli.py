@@ -17,12 +17,14 @@ from embedrl.errors import EmbedrlError
 
 # (group name, module defining register(subparsers)), in the order `--help` lists them.
 GROUPS: list[tuple[str, str]] = [
+    ("quickstart", "embedrl.quickstart_commands"),
     ("data", "embedrl.data.commands"),
     ("presets", "embedrl.models.commands"),
     ("train", "embedrl.train.commands"),
     ("index", "embedrl.index.commands"),
-    ("bench", "embedrl.bench"),
     ("eval", "embedrl.eval.commands"),
+    ("demo", "embedrl.demo.commands"),
+    ("bench", "embedrl.bench"),
 ]
 
 

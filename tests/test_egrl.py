@@ -102,13 +102,8 @@ def test_process_reward_through_an_endpoint_discriminator(tiny_clip_dir, synth_t
         judge = OpenAIDiscriminator(f"http://127.0.0.1:{server.server_port}/v1", "judge")
         reward = ProcessReward(dataset, judge, bank, n_candidates=3, seed=0)
         # A query rollout that copies the positive's first keyword is judged right; a broken one gets 0.
-        rollouts, expected = [], []
-        for i, pair in enumerate(pairs[:4]):
-            keyword = parse_tcot(pair.pos_tcot).keywords[0]
-            rollouts.append(render_tcot(TCoT(keywords=[keyword], answer="x")))
-            expected.append(1.0)
+        rollouts = [render_tcot(TCoT(keywords=[parse_tcot(p.pos_tcot).keywords[0]], answer="x")) for p in pairs[:4]]
         rollouts.append("<thinking>{broken")
-        expected.append(0.0)
         scores = reward(rollouts, pair_index=[0, 1, 2, 3, 4], role=["query"] * 5)
         assert scores[-1] == 0.0
         # other candidates may share the keyword (then the judge may pick wrong): most must be right

@@ -46,6 +46,15 @@ def register(sub) -> None:
     quick.add_argument("--json", default=None, help="also write {set: hit@1} to this JSON file")
     quick.set_defaults(func=cmd_quick)
 
+    abl = ev.add_parser("ablation", help="raw vs SFT T-CoT vs EG-RL T-CoT (and reward ablations) over seeds",
+                        description="The Embed-RL ablation on the synthetic benchmark: per seed, SFT the tiny "
+                                    "reasoner, run EG-RL from it (all rewards / without process / without outcome), "
+                                    "score each variant with one frozen embedder. Writes ablation.json, ablation.md "
+                                    "and reward_curves.png under `out`; every stage resumes.")
+    abl.add_argument("--config", help="YAML with AblationConfig fields (see eval/ablation_tiny.yaml)")
+    abl.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. seeds=[0])")
+    abl.set_defaults(func=cmd_ablation)
+
     rep = ev.add_parser("report", help="aggregate result JSONs / output folders like the MMEB-V2 leaderboard",
                         description="Category, modality and overall scores (overall = mean over all datasets), "
                                     "side by side with published baselines, plus a bar chart.")
@@ -65,7 +74,7 @@ def load_reasoner(spec: str):
         module = importlib.import_module("embedrl.models.reasoner")
     except ModuleNotFoundError as e:
         raise EmbedrlError("reasoner support is not available in this install (embedrl.models.reasoner)") from e
-    return module.load_reasoner(spec)
+    return module.load_reasoner(spec, cache=True)  # targets' T-CoTs are shared with indexing and training
 
 
 def _default_plot(first: str) -> Path:
@@ -132,4 +141,13 @@ def cmd_quick(args) -> int:
         print(f"{name:<{width}}  {value:6.2f}")
     if args.json:
         write_json(args.json, scores)
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from embedrl.config import build_config
+    from embedrl.eval.ablation import AblationConfig, format_table, run_ablation
+
+    report = run_ablation(build_config(AblationConfig, args.config, args.overrides))
+    print(format_table(report["summary"]))
     return 0

@@ -275,8 +275,12 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
 
 
 def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
-               reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64) -> dict[str, float]:
-    """Hit@1 (in percent) per set of `data/registry.yaml`, plus their mean as "overall"; writes nothing."""
+               reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64,
+               max_queries: int | None = None) -> dict[str, float]:
+    """Hit@1 (in percent) per set of `data/registry.yaml`, plus their mean as "overall"; writes nothing.
+
+    `max_queries` scores only each set's first queries (local sets keep just their candidates).
+    """
     from embedrl.eval.readers import read_task
 
     data = Path(data)
@@ -285,7 +289,9 @@ def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[s
         raise EmbedrlError(f"{data} has no registry.yaml (make one with `embedrl data synth --out {data}`)")
     scores: dict[str, float] = {}
     for spec in load_specs(registry, datasets):
-        score, _, _ = evaluate_task(embedder, read_task(spec, data), reasoner, tcot_mode, batch_size, ks=(1,))
+        task = read_task(spec, data)
+        task = task.head(max_queries) if max_queries else task
+        score, _, _ = evaluate_task(embedder, task, reasoner, tcot_mode, batch_size, ks=(1,))
         scores[spec.name] = 100 * score["hit@1"]
     scores["overall"] = sum(scores.values()) / len(scores)
     return scores

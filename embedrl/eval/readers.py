@@ -90,6 +90,20 @@ class EvalTask:
     def query_ids(self) -> list[str]:
         return [q.id or str(i) for i, q in enumerate(self.queries)]
 
+    def head(self, n: int) -> EvalTask:
+        """The first `n` queries; a local task keeps only their candidates, a global one its whole pool."""
+        if n >= len(self.queries):
+            return self
+        if self.local_candidates is None:
+            return EvalTask(self.name, self.scope, self.queries[:n], self.candidates, self.relevance[:n], None,
+                            [*self.notes, f"first {n} queries"])
+        keep = sorted({c for cands in self.local_candidates[:n] for c in cands})
+        new = {old: i for i, old in enumerate(keep)}
+        return EvalTask(self.name, self.scope, self.queries[:n], [self.candidates[c] for c in keep],
+                        [{new[c]: r for c, r in rel.items()} for rel in self.relevance[:n]],
+                        [[new[c] for c in cands] for cands in self.local_candidates[:n]],
+                        [*self.notes, f"first {n} queries"])
+
     @property
     def candidate_ids(self) -> list[str]:
         return [c.id or str(i) for i, c in enumerate(self.candidates)]

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from embedrl.tcot import TCoT
 
 CONFIG_NAME = "embedrl.json"
+# LoRA targets for VLM backbones (embedder and reasoner): the language model's projections
+# only; vision towers name their layers differently across families.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 # backend name -> "module:Class"
 BACKENDS: dict[str, str] = {

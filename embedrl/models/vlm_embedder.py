@@ -29,15 +29,13 @@ import torch.nn.functional as F
 from embedrl.errors import EmbedrlError
 from embedrl.io import ensure_dir
 from embedrl.items import Item, load_image
-from embedrl.models.base import Embedder
+from embedrl.models.base import LORA_TARGETS, Embedder
 from embedrl.tcot import TCoT, materialize, render_tcot, usable_tcot
 
 logger = logging.getLogger(__name__)
 
 EMB_TOKEN = "<emb>"
 SUMMARIZE_PROMPT = "Summarize the above content and its evidence in one word:"
-# Language-model projections only: vision towers name their layers differently across families.
-LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 def _load_model(name_or_path: str, dtype: torch.dtype | None):

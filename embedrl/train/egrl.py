@@ -25,6 +25,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from embedrl.errors import EmbedrlError
+from embedrl.io import write_json
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import Embedder, load_embedder
 from embedrl.models.prompts import build_messages
@@ -302,7 +303,7 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
     if config.lora:
         from peft import LoraConfig
 
-        from embedrl.models.vlm_embedder import LORA_TARGETS
+        from embedrl.models.base import LORA_TARGETS
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS)
     return EGRLTrainer(model=model, processing_class=processor, reward_funcs=rewards, args=config,
@@ -350,6 +351,8 @@ def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | N
         logger.info("resuming from %s", checkpoint) if checkpoint else logger.info("no checkpoint; starting fresh")
     trainer.train(resume_from_checkpoint=checkpoint)
     out = Path(config.output_dir)
-    Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out)).save_pretrained(out)
+    write_json(out / "log_history.json", trainer.state.log_history)
     plot_reward_curves(trainer.state.log_history, out / "reward_curves.png")
+    # last: the reasoner's config file marks the run complete
+    Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out)).save_pretrained(out)
     return out

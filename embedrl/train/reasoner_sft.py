@@ -28,13 +28,12 @@ from trl import SFTConfig
 from embedrl.config import build_config as _build_config
 from embedrl.errors import EmbedrlError
 from embedrl.items import Item, Pair, read_pairs
+from embedrl.models.base import LORA_TARGETS
 from embedrl.models.prompts import ROLES, build_messages
 from embedrl.tcot import check_evidence, parse_tcot
 
 logger = logging.getLogger(__name__)
 
-# Language-model projections (the vision tower is left as it is).
-LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from embedrl.tcot import TCoT, parse_tcot
+from embedrl.tcot import TCoT
 
 
 def completion_text(completion) -> str:

@@ -1,0 +1,194 @@
+"""The Embed-RL ablation on the synthetic benchmark: raw input vs SFT T-CoT vs EG-RL T-CoT.
+
+`embedrl eval ablation --config eval/ablation_tiny.yaml` runs, per seed: T-CoT SFT of the
+tiny reasoner, then EG-RL from it three ways (all rewards, without the process reward,
+without the outcome reward), then scores each variant with one frozen embedder (trained
+once) on the held-out sets, T-CoTs on both sides. The recipes in `train/` give the
+hyperparameters; this module only sets paths and seeds. Every stage resumes.
+
+Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
+`ablation.md` (the table, mean +/- std over seeds) and `reward_curves.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedrl.errors import EmbedrlError
+from embedrl.io import read_json, write_json
+from embedrl.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = {  # name -> (label in the table, EG-RL overrides; None: no EG-RL)
+    "raw": ("(a) raw input", None),
+    "sft": ("(b) T-CoT, SFT reasoner", None),
+    "eg_rl": ("(c) T-CoT, EG-RL", []),
+    "no_process": ("(d) EG-RL without process reward", ["process_weight=0"]),
+    "no_outcome": ("(e) EG-RL without outcome reward", ["outcome_weight=0"]),
+}
+
+
+@dataclass
+class AblationConfig:
+    out: str = field(default="runs/ablation", metadata={"help": "Output folder (everything resumes from it)."})
+    data: str = field(default="runs/synth", metadata={"help": "Synthetic benchmark folder (made if missing)."})
+    data_size: str = field(default="small", metadata={"help": "Benchmark size when it has to be made."})
+    embedder_recipe: str = "train/embedder_tiny_clip.yaml"
+    sft_recipe: str = "train/reasoner_sft_tiny.yaml"
+    eg_rl_recipe: str = "train/eg_rl_tiny.yaml"
+    embedder_overrides: list[str] = field(default_factory=list)
+    sft_overrides: list[str] = field(default_factory=list)
+    eg_rl_overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    datasets: list[str] | None = None
+    eval_queries: int | None = 40
+    tcot_mode: str = "both"
+
+    def __post_init__(self):
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+
+
+def _train_embedder(config: AblationConfig, presets: Path, out: Path) -> None:
+    from embedrl.train.embedder import build_config, train_embedder
+
+    data = Path(config.data)
+    train_embedder(build_config(config.embedder_recipe, [
+        f"model={presets / 'tiny-clip'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+        f"output_dir={out}", *config.embedder_overrides]))
+
+
+def _train_sft(config: AblationConfig, presets: Path, seed: int, out: Path) -> None:
+    from embedrl.train.reasoner_sft import build_config, train_reasoner_sft
+
+    data = Path(config.data)
+    train_reasoner_sft(build_config(config.sft_recipe, [
+        f"model={presets / 'tiny-reasoner'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+        f"output_dir={out}", f"seed={seed}", *config.sft_overrides]))
+
+
+def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, extra: list[str], out: Path) -> None:
+    from embedrl.train.egrl import build_egrl_config, train_eg_rl
+
+    data = Path(config.data)
+    train_eg_rl(build_egrl_config(config.eg_rl_recipe, [
+        f"reasoner={sft}", f"embedder={embedder}", f"train_data={data / 'train' / 'pairs.jsonl'}",
+        f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.eg_rl_overrides, *extra]))
+
+
+def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
+    from embedrl.eval.mmeb import quick_eval
+    from embedrl.models.base import load_embedder
+
+    loaded = None
+    if reasoner is not None:
+        from embedrl.models.reasoner import load_reasoner
+
+        loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite")
+    scores = quick_eval(load_embedder(str(embedder)), config.data, config.datasets, loaded,
+                        config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
+    write_json(out, scores)
+
+
+def run_ablation(config: AblationConfig, name: str = "ablation",
+                 rerun_hint: str = "embedrl eval ablation --config ...") -> dict[str, Any]:
+    from embedrl.data.synth import generate_benchmark
+    from embedrl.models.presets import make_preset
+
+    out = Path(config.out)
+    presets = out / "presets"
+    pipe = Pipeline(name, rerun_hint)
+    pipe.stage("synthetic benchmark", Path(config.data) / "meta.json", generate_benchmark, config.data, 0,
+               config.data_size)
+    for name in ("tiny-clip", "tiny-reasoner"):
+        pipe.stage(f"preset {name}", presets / name / ".embedrl-preset.json", make_preset, name, presets / name)
+    embedder = out / "embedder"
+    pipe.stage("embedder", embedder / "embedrl.json", _train_embedder, config, presets, embedder)
+    scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
+    for seed in config.seeds:
+        run = out / f"seed{seed}"
+        sft = run / "sft"
+        needs_sft = any(v != "raw" for v in config.variants)
+        if needs_sft:
+            pipe.stage(f"seed {seed}: reasoner SFT", sft / "embedrl_reasoner.json", _train_sft, config, presets,
+                       seed, sft)
+        for variant in config.variants:
+            _, extra = VARIANTS[variant]
+            reasoner = None if variant == "raw" else sft
+            if extra is not None:
+                reasoner = run / variant
+                pipe.stage(f"seed {seed}: {variant}", reasoner / "embedrl_reasoner.json", _train_eg_rl, config, sft,
+                           embedder, seed, extra, reasoner)
+            result = (out / "raw.json") if variant == "raw" else run / f"eval_{variant}.json"
+            pipe.stage(f"seed {seed}: evaluate {variant}", result, _evaluate, config, embedder, reasoner, result)
+            scores[variant][seed] = read_json(result)
+    summary = summarize(scores)
+    report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
+              "summary": summary, "seeds": config.seeds, "eval_queries": config.eval_queries,
+              "tcot_mode": config.tcot_mode, "timings_s": pipe.timings}
+    write_json(out / "ablation.json", report)
+    (out / "ablation.md").write_text(format_table(summary), encoding="utf-8")
+    plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
+    return report
+
+
+def summarize(scores: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and set: mean and (population) std over seeds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, by_seed in scores.items():
+        if not by_seed:
+            continue
+        names = list(next(iter(by_seed.values())))
+        out[variant] = {n: {"mean": statistics.fmean(s[n] for s in by_seed.values()),
+                            "std": statistics.pstdev([s[n] for s in by_seed.values()])} for n in names}
+    return out
+
+
+def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    if not summary:
+        raise EmbedrlError("no results to tabulate")
+    names = list(next(iter(summary.values())))
+    sets = [n for n in names if n != "overall"]
+    lines = ["| variant | " + " | ".join([*sets, "overall"]) + " |", "|---" * (len(sets) + 2) + "|"]
+    for variant, cells in summary.items():
+        row = [f"{cells[n]['mean']:.1f} ± {cells[n]['std']:.1f}" for n in [*sets, "overall"]]
+        lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\nHit@1 (%), mean ± std over seeds.\n"
+
+
+def plot_reward_curves(out: Path, seed: int, variants: list[str]) -> Path | None:
+    """Each EG-RL variant's reward components over steps (seed `seed`), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histories = {v: read_json(out / f"seed{seed}" / v / "log_history.json") for v in variants
+                 if (out / f"seed{seed}" / v / "log_history.json").is_file()}
+    if not histories:
+        return None
+    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.6), squeeze=False)
+    for ax, (v, history) in zip(axes[0], histories.items()):
+        rows = [r for r in history if "reward" in r]
+        keys = ["reward", *sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})]
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), label="total" if key == "reward" else key.split("/")[1])
+        ax.set_title(VARIANTS[v][0], fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("mean reward")
+    fig.tight_layout()
+    path = out / "reward_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,46 @@
+"""Multi-stage runs (the quickstart, the ablation): each stage is skipped once its output exists.
+
+A stage's output is marked complete by a file that its own code writes last (an Embedder's
+`embedrl.json`, a Reasoner's `embedrl_reasoner.json`, an eval JSON written atomically), so a
+run killed anywhere resumes from the first unfinished stage. Timings are kept per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embedrl.errors import EmbedrlError
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, name: str, rerun_hint: str):
+        self.name = name
+        self.rerun_hint = rerun_hint
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+
+    def stage(self, name: str, done: Path, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` unless `done` exists; a failure names the stage and how to resume."""
+        if done.exists():
+            logger.info("[%s] %s: already done (%s)", self.name, name, done)
+            self.skipped.append(name)
+            return
+        logger.info("[%s] %s ...", self.name, name)
+        start = time.perf_counter()
+        try:
+            fn(*args)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            raise EmbedrlError(f"{self.name} stage '{name}' failed: {e}. Fix the cause and rerun "
+                               f"`{self.rerun_hint}`; finished stages are kept and skipped.") from e
+        if not done.exists():
+            raise EmbedrlError(f"{self.name} stage '{name}' finished without writing {done}")
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        logger.info("[%s] %s: done in %.1fs", self.name, name, self.timings[name])
