@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from embedrl.errors import EmbedrlError
 from embedrl.items import Item, read_pairs
 from embedrl.models.base import load_embedder
 from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset
-from embedrl.train.embedder import ContrastiveModel, EmbedderTrainer, build_config, train_embedder
+from embedrl.train.embedder import ContrastiveModel, EmbedderTrainer, build_config
 from embedrl.train.losses import InfoNCELoss, contrastive_logits
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
@@ -165,11 +164,13 @@ def test_train_clip_improves_retrieval_and_saves_a_loadable_model(tiny_clip_dir,
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_clip_dir, pairs_file, tmp_path):
     steps = ["max_steps=24", "save_steps=4", "save_total_limit=20"]
-    reference = tmp_path / "reference"
-    train_embedder(build_config(None, _cli_args(tiny_clip_dir, pairs_file, reference, *steps)))
+    def command(out):  # both runs in fresh processes, so torch settings of other tests cannot differ
+        return [sys.executable, "-m", "embedrl", "train", "embedder", *_cli_args(tiny_clip_dir, pairs_file, out, *steps)]
 
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True, timeout=300)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "embedrl", "train", "embedder", *_cli_args(tiny_clip_dir, pairs_file, out, *steps)]
+    cmd = command(out)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "checkpoint-8" / "trainer_state.json").exists():
@@ -213,3 +214,17 @@ def test_bad_pairs_line_names_file_and_line_or_is_skipped(tiny_clip_dir, pairs_f
     assert main(["train", "embedder", "--skip-bad", *args]) == 0
     assert main(["train", "embedder", *args, "no_such_key=1"]) == 1
     assert "unknown config key" in capsys.readouterr().err
+
+
+def test_resume_skips_and_removes_a_half_written_checkpoint(tmp_path):
+    from embedrl.train.checkpoints import last_complete_checkpoint
+
+    for step, complete in ((4, True), (8, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    assert not (tmp_path / "checkpoint-12").exists()
+    assert last_complete_checkpoint(tmp_path / "missing") is None

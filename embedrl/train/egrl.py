@@ -340,16 +340,11 @@ def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path) 
 
 def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | None = None) -> Path:
     """Run EG-RL and save the policy as a Reasoner directory at `config.output_dir`."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from embedrl.models.reasoner import Reasoner
+    from embedrl.train.checkpoints import resume_checkpoint
 
     trainer = build_egrl_trainer(config, embedder)
-    checkpoint = None
-    if resume and Path(config.output_dir).is_dir():
-        checkpoint = get_last_checkpoint(config.output_dir)
-        logger.info("resuming from %s", checkpoint) if checkpoint else logger.info("no checkpoint; starting fresh")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
     write_json(out / "log_history.json", trainer.state.log_history)
     plot_reward_curves(trainer.state.log_history, out / "reward_curves.png")

@@ -32,6 +32,7 @@ from transformers import Trainer, TrainingArguments
 from embedrl.errors import EmbedrlError
 from embedrl.items import read_pairs
 from embedrl.models.base import Embedder, load_embedder
+from embedrl.train.checkpoints import resume_checkpoint
 from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset
 from embedrl.train.losses import InfoNCELoss
 
@@ -187,7 +188,7 @@ class EmbedderTrainer(Trainer):
         load_model(self.accelerator.unwrap_model(model or self.model), str(path))
 
 
-def build_config(config_path: str | None, overrides: list[str] | None, resume: bool = False) -> EmbedderTrainingConfig:
+def build_config(config_path: str | None, overrides: list[str] | None) -> EmbedderTrainingConfig:
     from embedrl.config import build_config as _build
 
     config = _build(EmbedderTrainingConfig, config_path, overrides, report_to="none",
@@ -199,8 +200,6 @@ def build_config(config_path: str | None, overrides: list[str] | None, resume: b
 
 def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path:
     """Train, save the final Embedder to `config.output_dir`, and return that path."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     embedder = load_embedder(config.model)
     if config.lora:
         if not hasattr(embedder, "apply_lora"):
@@ -222,11 +221,6 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         data_collator=PairCollator(embedder, config.hard_negatives, config.use_tcot, config.gradcache_chunk_size),
         loss_fn=InfoNCELoss(gather=config.gather_negatives),
     )
-    checkpoint = None
-    if resume:
-        checkpoint = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-        logger.info("resuming from %s", checkpoint) if checkpoint else logger.info(
-            "no checkpoint in %s; starting from scratch", config.output_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     trainer.save_model(config.output_dir)
     return Path(config.output_dir)

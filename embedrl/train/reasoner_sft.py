@@ -31,6 +31,7 @@ from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import LORA_TARGETS
 from embedrl.models.prompts import ROLES, build_messages
 from embedrl.tcot import check_evidence, parse_tcot
+from embedrl.train.checkpoints import resume_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
     model.train()
     trainer = SFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
                          processing_class=reasoner.processor)
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
     trainer.save_state()  # trainer_state.json: the logged losses, for plots and checks
     if trainer.is_world_process_zero():

@@ -39,6 +39,7 @@ def completion_text(completion) -> str:
 def format_rewards(tcots: Sequence[TCoT]) -> list[float]:
     """1.0 for a complete, well-formed T-CoT, else 0.0.
 
+    >>> from embedrl.tcot import parse_tcot
     >>> format_rewards([parse_tcot('<thinking>{"text_keywords": ["a"]}</thinking><rethink>r</rethink><answer>a</answer>'),
     ...                 parse_tcot('<thinking>{"text_keywords": ["a"]</thinking>')])
     [1.0, 0.0]

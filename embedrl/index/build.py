@@ -1,0 +1,540 @@
+"""Build an index: sharded, resumable, multi-process encoding, then one FAISS index + metadata store.
+
+    build_index(embedder, corpus, out, reasoner=None, factory=None, ...)
+
+1. The corpus is cut into shards of `shard_size` items. Under `accelerate launch` rank r
+   encodes shards i with i % world_size == r; each finished shard is written atomically
+   (`shards/shard_00012.npy`, then `shard_00012.json` which marks it complete) and skipped
+   on a rerun, so a killed build resumes where it stopped. A shard's contents do not depend
+   on the number of processes, so N processes build the same index as one.
+2. With a reasoner, each item's target-role T-CoT comes from the shared T-CoT cache (or is
+   generated once and cached) and is encoded with the item.
+3. An item whose image cannot be read is skipped, counted and listed in `build_report.json`.
+4. Rank 0 then trains the FAISS index on a sample (IVF/PQ), adds the shards one by one,
+   writes `index.faiss` and `store.sqlite`, and writes `manifest.json` LAST: a directory
+   without a manifest is an unfinished build, never an index.
+
+The shards are kept: rerunning with another `factory` re-indexes without encoding again.
+`build_from_vectors` does the same from precomputed embeddings; `add_to_index` appends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedrl.errors import EmbedrlError
+from embedrl.index import faiss_index as fx
+from embedrl.index.cache import ReasonerLike, TCoTCache, reasoner_key
+from embedrl.index.corpus import Corpus, read_corpus
+from embedrl.index.store import ItemStore
+from embedrl.io import atomic_write, ensure_dir, read_json, write_json
+from embedrl.items import Item, load_image
+from embedrl.tcot import TCoT, render_tcot
+
+if TYPE_CHECKING:
+    from embedrl.models.base import Embedder
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SHARD_SIZE = 1024
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+STORE_FILE = "store.sqlite"
+REPORT_FILE = "build_report.json"
+SHARDS_DIR = "shards"
+PLAN_FILE = "plan.json"
+METRIC = "inner_product"
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by `crash_at` so tests can interrupt a build at a chosen shard."""
+
+
+@dataclass
+class EncodedShard:
+    """One shard's output: vectors for the kept corpus positions, and what was skipped."""
+
+    vectors: np.ndarray
+    rows: list[int]
+    tcots: list[str | None]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# (start, stop) corpus positions -> EncodedShard
+ShardEncoder = Callable[[int, int], EncodedShard]
+
+
+# ---------------------------------------------------------------- shards
+
+def shard_path(out: str | os.PathLike, i: int, suffix: str) -> Path:
+    return Path(out) / SHARDS_DIR / f"shard_{i:05d}{suffix}"
+
+
+def num_shards(n: int, shard_size: int) -> int:
+    return (n + shard_size - 1) // shard_size
+
+
+def shard_done(out: str | os.PathLike, i: int) -> bool:
+    """A shard is complete when its metadata (written after its vectors) exists and agrees with them."""
+    meta_path, npy_path = shard_path(out, i, ".json"), shard_path(out, i, ".npy")
+    if not (meta_path.is_file() and npy_path.is_file()):
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+        vectors = np.load(npy_path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return vectors.shape[0] == len(meta.get("rows", ()))
+
+
+def write_shard(out: str | os.PathLike, i: int, shard: EncodedShard, start: int, stop: int,
+                _kill_between: bool = False) -> None:
+    with atomic_write(shard_path(out, i, ".npy"), "wb") as f:
+        np.save(f, np.ascontiguousarray(shard.vectors, dtype=np.float32))
+    if _kill_between:  # a crash between the two writes: vectors on disk, shard not complete
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_json(shard_path(out, i, ".json"), {
+        "shard": i, "start": start, "stop": stop, "rows": shard.rows, "tcots": shard.tcots,
+        "skipped": shard.skipped, "stats": shard.stats})
+
+
+def read_shard(out: str | os.PathLike, i: int, mmap: bool = True) -> tuple[dict, np.ndarray]:
+    meta = read_json(shard_path(out, i, ".json"))
+    vectors = np.load(shard_path(out, i, ".npy"), mmap_mode="r" if mmap else None)
+    return meta, vectors
+
+
+def encode_shards(out: str | os.PathLike, n: int, shard_size: int, encode: ShardEncoder,
+                  rank: int = 0, world_size: int = 1, crash_at: int | None = None,
+                  crash_mode: str = "raise") -> dict[str, int]:
+    """Encode this rank's unfinished shards; returns counts of shards encoded and reused.
+
+    `crash_at` (a shard number) simulates a crash there: "raise" raises `SimulatedCrash`
+    before encoding it; "sigkill" encodes it, writes its vectors and SIGKILLs this process
+    before the shard is marked complete (the worst moment).
+    """
+    from tqdm.auto import tqdm
+
+    mine = [i for i in range(num_shards(n, shard_size)) if i % world_size == rank]
+    todo = [i for i in mine if not shard_done(out, i)]
+    if len(todo) < len(mine):
+        logger.info("rank %d: %d of %d shard(s) already done, resuming", rank, len(mine) - len(todo), len(mine))
+    bar = tqdm(total=sum(min(shard_size, n - i * shard_size) for i in todo), unit="item",
+               desc=f"encoding (rank {rank})" if world_size > 1 else "encoding", position=rank,
+               disable=None)
+    for i in todo:
+        start, stop = i * shard_size, min(n, (i + 1) * shard_size)
+        if crash_at is not None and i == crash_at and crash_mode == "raise":
+            raise SimulatedCrash(f"simulated crash at shard {i}")
+        t0 = time.perf_counter()
+        shard = encode(start, stop)
+        shard.stats.update(seconds=round(time.perf_counter() - t0, 3), rank=rank)
+        write_shard(out, i, shard, start, stop, _kill_between=crash_at == i and crash_mode == "sigkill")
+        bar.update(stop - start)
+    bar.close()
+    return {"encoded": len(todo), "reused": len(mine) - len(todo)}
+
+
+# ---------------------------------------------------------------- encoding items
+
+def _media_problem(item: Item) -> str | None:
+    try:
+        for media in ([item.image] if item.image is not None else []) + list(item.frames or []):
+            load_image(media)
+    except EmbedrlError as e:
+        return str(e)
+    return None
+
+
+def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike | None = None,
+                      cache: TCoTCache | None = None, batch_size: int = 32) -> ShardEncoder:
+    """Shard encoder over corpus items: T-CoTs (target role, cached) then the embedder.
+
+    When the reasoner or the embedder fails on a shard, the items' media are checked one by
+    one; unreadable ones are skipped (and reported) and the rest encoded. A failure with no
+    unreadable item is a real error and propagates.
+    """
+
+    def encode(start: int, stop: int) -> EncodedShard:
+        items = corpus.items[start:stop]
+        keep = list(range(len(items)))
+        skipped: dict[int, str] = {}
+
+        def attempt(fn: Callable[[list[int]], Any]) -> Any:
+            nonlocal keep
+            try:
+                return fn(keep)
+            except (EmbedrlError, OSError) as error:
+                bad = {i: p for i in keep if (p := _media_problem(items[i]))}
+                if not bad:
+                    raise
+                logger.warning("skipping %d unreadable item(s) in %d-%d (%s)", len(bad), start, stop, error)
+                skipped.update(bad)
+                keep = [i for i in keep if i not in bad]
+                return fn(keep) if keep else None
+
+        tcots: dict[int, TCoT] = {}
+        stats: dict[str, Any] = {}
+        if reasoner is not None:
+            assert cache is not None
+            hits, misses = cache.hits, cache.misses
+            got = attempt(lambda idx: dict(zip(idx, cache.get_or_generate(
+                [items[i] for i in idx], "target", reasoner))))
+            tcots = got or {}
+            stats.update(tcot_hits=cache.hits - hits, tcot_misses=cache.misses - misses)
+
+        def embed(idx: list[int]) -> tuple[list[int], np.ndarray]:
+            t = [tcots[i] for i in idx] if reasoner is not None else None
+            x = embedder.encode([items[i] for i in idx], tcots=t, batch_size=batch_size, show_progress=False)
+            return list(idx), x.detach().cpu().numpy().astype(np.float32)
+
+        done = attempt(embed)
+        rows, vectors = done if done else ([], np.zeros((0, embedder.dim), np.float32))
+        return EncodedShard(
+            vectors=vectors, rows=[start + i for i in rows],
+            tcots=[render_tcot(tcots[i]) if i in tcots else None for i in rows],
+            skipped=[{"pos": start + i, "id": items[i].id, "reason": reason} for i, reason in sorted(skipped.items())],
+            stats=stats)
+
+    return encode
+
+
+# ---------------------------------------------------------------- plan, manifest, state
+
+def process_state():
+    """accelerate's process state: one process unless started by a launcher (accelerate, torchrun).
+
+    Without a GPU (or under `accelerate launch --cpu`) the processes talk over gloo on CPU;
+    accelerate only does that when told `cpu=True`, otherwise each rank would think it is
+    alone. Note that `accelerate launch --cpu --num_processes N` starts a single process
+    (multi-CPU launching goes through mpirun there); on a CPU machine use
+    `accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`.
+    """
+    import torch
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+class _SingleProcess:
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def versions() -> dict[str, str]:
+    import embedrl
+
+    out = {"embedrl": embedrl.__version__, "faiss": fx._faiss().__version__, "numpy": np.__version__,
+           "python": platform.python_version()}
+    with contextlib.suppress(ImportError):
+        import torch
+
+        out["torch"] = torch.__version__
+    return out
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise EmbedrlError(f"index directory not found: {index_dir}")
+    if not (index_dir / MANIFEST).is_file():
+        hint = (" (its build did not finish: rerun `embedrl index build` with the same arguments to resume)"
+                if (index_dir / SHARDS_DIR).is_dir() else "")
+        raise EmbedrlError(f"{index_dir} is not a complete index: no {MANIFEST}{hint}")
+    manifest = read_json(index_dir / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise EmbedrlError(f"{index_dir / MANIFEST}: not an embedrl index manifest (format {FORMAT_VERSION})")
+    return manifest
+
+
+def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state) -> dict | None:
+    """Check/record the build plan; returns the existing manifest when there is nothing to do.
+
+    Every rank checks the plan on disk (so all fail together); rank 0 cleans up and writes it.
+    """
+    plan_path = out / SHARDS_DIR / PLAN_FILE
+    old = read_json(plan_path) if plan_path.is_file() else None
+    if old is not None and old != plan and not overwrite:
+        changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+        raise EmbedrlError(f"{out} holds a build of another corpus or model (differs in: "
+                           f"{', '.join(changed)}); choose another --out or pass --overwrite")
+    if state.is_main_process:
+        shards = ensure_dir(out / SHARDS_DIR)
+        for tmp in list(shards.glob(".*.tmp")) + list(out.glob(".*.tmp")) + list(out.glob("*.tmp-*")):
+            tmp.unlink(missing_ok=True)  # left by a killed run
+        if old is not None and old != plan:
+            logger.info("--overwrite: removing the previous build in %s", out)
+            (out / MANIFEST).unlink(missing_ok=True)
+            for p in shards.glob("shard_*"):
+                p.unlink()
+        if (out / MANIFEST).is_file():
+            manifest = read_json(out / MANIFEST)
+            if factory is not None and factory != manifest.get("factory"):
+                logger.info("re-indexing the kept shards as %s", factory)
+                (out / MANIFEST).unlink()
+        write_json(plan_path, plan)
+    state.wait_for_everyone()
+    return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+
+
+def _corpus_digest(corpus: Corpus) -> str:
+    h = hashlib.sha1()
+    for item, fields in zip(corpus.items, corpus.fields):
+        h.update(json.dumps([item.to_dict(), fields], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
+
+
+def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item_of: Callable[[int], dict],
+                 fields_of: Callable[[int], dict], factory: str | None = None, gpu: bool = False,
+                 max_bytes: int | None = None) -> dict[str, Any]:
+    """Train/fill the FAISS index from all shards, write index + store + report; returns the manifest's index part."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    count_shards = num_shards(n, shard_size)
+    missing = [i for i in range(count_shards) if not shard_done(out, i)]
+    if missing:
+        raise EmbedrlError(f"{len(missing)} shard(s) missing in {out / SHARDS_DIR} (first: {missing[0]}); "
+                           "rerun the build to encode them")
+    metas = [read_shard(out, i)[0] for i in range(count_shards)]
+    sizes = [len(m["rows"]) for m in metas]
+    total = sum(sizes)
+    if total == 0:
+        raise EmbedrlError("no item of the corpus could be encoded (see build_report.json)")
+    reason = "given with --factory"
+    if factory is None:
+        factory, reason = fx.choose_factory(total, dim, max_bytes)
+    logger.info("index type %s: %s", factory, reason)
+    index = fx.new_index(factory, dim)
+    train = None
+    size = fx.train_size(index, total)
+    if size:
+        wanted = _sample_rows(total, size)
+        offsets = np.cumsum([0] + sizes)
+        parts = []
+        for i in range(count_shards):
+            local = wanted[(wanted >= offsets[i]) & (wanted < offsets[i + 1])] - offsets[i]
+            if len(local):
+                parts.append(np.asarray(read_shard(out, i)[1][local]))
+        train = np.concatenate(parts)
+    t0 = time.perf_counter()
+    chunks = (np.asarray(read_shard(out, i)[1]) for i in
+              tqdm(range(count_shards), desc="indexing", unit="shard", disable=None))
+    index = fx.build(factory, dim, train, chunks, gpu=gpu)
+    index_seconds = time.perf_counter() - t0
+    params = fx.default_search_params(index)
+    fx.write_index(index, out / INDEX_FILE)
+
+    tmp_store = out / f".{STORE_FILE}.tmp-{os.getpid()}"
+    tmp_store.unlink(missing_ok=True)
+    with ItemStore(tmp_store) as store:
+        row = 0
+        for meta in metas:
+            store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
+            row += len(meta["rows"])
+    os.replace(tmp_store, out / STORE_FILE)
+
+    skipped = [s for m in metas for s in m["skipped"]]
+    stats = [m.get("stats", {}) for m in metas]
+    report = {
+        "count": total, "corpus_size": n, "skipped_count": len(skipped), "skipped": skipped,
+        "shards": count_shards, "shard_size": shard_size, "factory": factory, "factory_reason": reason,
+        "encode_seconds": round(sum(s.get("seconds", 0) for s in stats), 2),
+        "index_seconds": round(index_seconds, 2),
+        "tcot_cache": {"hits": sum(s.get("tcot_hits", 0) for s in stats),
+                       "misses": sum(s.get("tcot_misses", 0) for s in stats)},
+        "finished": now(),
+    }
+    write_json(out / REPORT_FILE, report)
+    if skipped:
+        logger.warning("%d item(s) skipped (unreadable media), listed in %s", len(skipped), out / REPORT_FILE)
+    return {"dim": dim, "metric": METRIC, "normalized": True, "factory": factory, "factory_reason": reason,
+            "search_params": params, "count": total, "skipped": len(skipped), "index_file": INDEX_FILE,
+            "store_file": STORE_FILE}
+
+
+def embedder_info(embedder: Embedder) -> dict[str, Any]:
+    return {"id": str(embedder.name_or_path), "backend": embedder.backend, "fingerprint": embedder.fingerprint(),
+            "dim": int(embedder.dim)}
+
+
+def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
+    if reasoner is None:
+        return None
+    rid, rhash, version = reasoner_key(reasoner)
+    return {"id": rid, "hash": rhash, "prompt_version": version}
+
+
+def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int, manifest_head: dict[str, Any],
+         item_of: Callable[[int], dict], fields_of: Callable[[int], dict], factory: str | None, shard_size: int,
+         gpu: bool, crash_at: int | None, crash_mode: str, overwrite: bool, max_bytes: int | None,
+         state) -> dict[str, Any]:
+    if shard_size < 1:
+        raise EmbedrlError("shard size must be at least 1")
+    if gpu:
+        fx.require_gpu()
+    if factory is not None:
+        fx.new_index(factory, dim)  # a bad factory string fails now, not after hours of encoding
+    done = _prepare(out, plan, factory, overwrite, state)
+    if done is not None:
+        logger.info("%s is already a complete index (%d vectors); nothing to do", out, done.get("count", 0))
+        return done
+    counts = encode_shards(out, n, shard_size, encode, state.process_index, state.num_processes, crash_at, crash_mode)
+    logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
+    state.wait_for_everyone()
+    if state.is_main_process:
+        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes)
+        manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "versions": versions(),
+                    "created": now()}
+        write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is an index
+        for stale in out.glob("index.*.faiss"):  # left by `add` before this rebuild
+            stale.unlink()
+        logger.info("index ready: %s (%d vectors, %s)", out, part["count"], part["factory"])
+    state.wait_for_everyone()
+    return load_manifest(out)
+
+
+def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str | os.PathLike,
+                reasoner: ReasonerLike | None = None, factory: str | None = None,
+                shard_size: int = SHARD_SIZE, gpu: bool = False, crash_at: int | None = None,
+                crash_mode: str = "raise", cache: TCoTCache | str | os.PathLike | None = None,
+                batch_size: int = 32, overwrite: bool = False, max_bytes: int | None = None,
+                distributed: bool = True) -> dict[str, Any]:
+    """Build (or resume building) an index of `corpus` in `out`; returns the manifest.
+
+    `corpus`: a `Corpus` or a spec for `read_corpus`. `factory`: a FAISS factory string, or
+    None to choose from size and dimension. `cache`: the T-CoT cache (path or object;
+    default: the shared one). `distributed`: use accelerate's process state, so under
+    `accelerate launch` the ranks share the work.
+    """
+    if not isinstance(corpus, Corpus):
+        corpus = read_corpus(corpus)
+    out = Path(out)
+    state = process_state() if distributed else _SingleProcess()
+    if reasoner is not None and not isinstance(cache, TCoTCache):
+        cache = TCoTCache(cache)
+    info = embedder_info(embedder)
+    plan = {"format": FORMAT_VERSION, "count": len(corpus), "shard_size": shard_size,
+            "corpus": _corpus_digest(corpus), "embedder": info["fingerprint"], "dim": info["dim"],
+            "reasoner": reasoner_info(reasoner)}
+    head = {"embedder": info, "reasoner": reasoner_info(reasoner), "corpus": corpus.describe()}
+    encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
+    return _run(out, len(corpus), plan, encode, info["dim"], head,
+                lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
+                gpu, crash_at, crash_mode, overwrite, max_bytes, state)
+
+
+def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Sequence[Item] | None = None,
+                       fields: Sequence[dict] | None = None, factory: str | None = None,
+                       shard_size: int = SHARD_SIZE * 16, gpu: bool = False, crash_at: int | None = None,
+                       overwrite: bool = False, max_bytes: int | None = None,
+                       embedder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Index precomputed embeddings (rows of `vectors`), resumable like `build_index`.
+
+    `items`/`fields` describe the rows for the store (default: ids "0", "1", ...);
+    `embedder` is what the manifest records about the model that made them.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or not len(vectors):
+        raise EmbedrlError(f"expected a non-empty (N, dim) array, got shape {vectors.shape}")
+    corpus = Corpus(list(items) if items is not None else [Item(id=str(i)) for i in range(len(vectors))],
+                    list(fields) if fields is not None else [])
+    if len(corpus) != len(vectors):
+        raise EmbedrlError(f"{len(corpus)} items for {len(vectors)} vectors")
+    dim = vectors.shape[1]
+    info = {"id": None, "backend": "precomputed", "fingerprint": None, "dim": dim, **(embedder or {})}
+    plan = {"format": FORMAT_VERSION, "count": len(vectors), "shard_size": shard_size,
+            "corpus": _corpus_digest(corpus), "vectors": hashlib.sha1(vectors.tobytes()).hexdigest(),
+            "embedder": info.get("fingerprint"), "dim": dim, "reasoner": None}
+
+    def encode(start: int, stop: int) -> EncodedShard:
+        return EncodedShard(fx.normalize(vectors[start:stop]), list(range(start, stop)), [None] * (stop - start))
+
+    return _run(Path(out), len(vectors), plan, encode, dim, {"embedder": info, "reasoner": None,
+                "corpus": {"source": "vectors", "kind": "vectors", "count": len(vectors)}},
+                lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
+                gpu, crash_at, "raise", overwrite, max_bytes, _SingleProcess())
+
+
+def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:
+    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with."""
+    want = manifest.get("embedder") or {}
+    fingerprint, dim = embedder.fingerprint(), int(embedder.dim)
+    if want.get("fingerprint") not in (None, fingerprint) or int(manifest.get("dim", dim)) != dim:
+        raise EmbedrlError(
+            f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "
+            f"{index_dir}, built with {want.get('id')} (hash {want.get('fingerprint')}, dim {manifest.get('dim')}); "
+            "use that model or rebuild the index")
+
+
+def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,
+                 reasoner: ReasonerLike | None = None, cache: TCoTCache | str | os.PathLike | None = None,
+                 batch_size: int = 32) -> dict[str, Any]:
+    """Append items to a complete index (same embedder and reasoner); returns a small report.
+
+    The new rows go into the store and a new index file; the manifest, rewritten last,
+    switches to them, so an interrupted add leaves the previous index intact.
+    """
+    index_dir = Path(index_dir)
+    manifest = load_manifest(index_dir)
+    check_embedder(manifest, embedder, index_dir)
+    if (manifest.get("reasoner") is None) != (reasoner is None) or (
+            reasoner is not None and reasoner_info(reasoner) != manifest["reasoner"]):
+        raise EmbedrlError(f"the index was built with reasoner {manifest.get('reasoner')}; add items with the same "
+                           f"one (got {reasoner_info(reasoner)})")
+    corpus = items if isinstance(items, Corpus) else Corpus(list(items))
+    if reasoner is not None and not isinstance(cache, TCoTCache):
+        cache = TCoTCache(cache)
+    encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
+    shards = [encode(s, min(len(corpus), s + SHARD_SIZE)) for s in range(0, len(corpus), SHARD_SIZE)]
+    rows = [r for s in shards for r in s.rows]
+    skipped = [x for s in shards for x in s.skipped]
+    count = int(manifest["count"])
+    result = {"added": len(rows), "skipped": skipped, "count": count + len(rows)}
+    if not rows:
+        return result
+    index = fx.read_index(index_dir / manifest["index_file"])
+    if index.ntotal != count:
+        raise EmbedrlError(f"{index_dir}: index holds {index.ntotal} vectors, manifest says {count}; rebuild it")
+    index.add(fx.normalize(np.concatenate([s.vectors for s in shards])))
+    with ItemStore(index_dir / manifest["store_file"]) as store:
+        store.put_many(count, [corpus.items[p].to_dict() for p in rows],
+                       [t for s in shards for t in s.tcots], [corpus.fields[p] for p in rows])
+    new_file = f"index.{count + len(rows)}.faiss"
+    fx.write_index(index, index_dir / new_file)
+    old_file = manifest["index_file"]
+    manifest.update(count=count + len(rows), index_file=new_file, updated=now(), versions=versions(),
+                    skipped=int(manifest.get("skipped", 0)) + len(skipped))
+    write_json(index_dir / MANIFEST, manifest)
+    if old_file != new_file:
+        (index_dir / old_file).unlink(missing_ok=True)
+    logger.info("added %d item(s) to %s (%d skipped); %d vectors now", len(rows), index_dir, len(skipped),
+                manifest["count"])
+    return result

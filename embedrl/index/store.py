@@ -1,0 +1,82 @@
+"""The metadata store of an index: FAISS row id -> item (JSON), its T-CoT text and user fields.
+
+An sqlite file beside the FAISS index. A build writes it to a temporary file and renames
+it into place; `add` appends rows in one transaction. Rows at or beyond the manifest's
+`count` belong to an unfinished `add` and are never read (the manifest is the commit point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embedrl.errors import EmbedrlError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    row_id INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    tcot TEXT,
+    fields TEXT NOT NULL
+)
+"""
+
+
+class ItemStore:
+    """Row id -> {"id", "item", "tcot", "fields"}."""
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.is_file():
+            raise EmbedrlError(f"metadata store missing: {self.path}")
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self._conn = sqlite3.connect(uri, uri=True, timeout=60.0, check_same_thread=False)
+            if not readonly:
+                self._conn.execute(_SCHEMA)
+            self._conn.execute("SELECT COUNT(*) FROM rows").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise EmbedrlError(f"metadata store {self.path} is unreadable ({e}); rebuild the index") from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ItemStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+
+    def put_many(self, start: int, items: Sequence[dict[str, Any]], tcots: Sequence[str | None] | None = None,
+                 fields: Sequence[dict[str, Any]] | None = None) -> None:
+        """Write rows start, start+1, ... in one transaction (replacing any left by an unfinished add)."""
+        tcots = tcots if tcots is not None else [None] * len(items)
+        fields = fields if fields is not None else [{}] * len(items)
+        rows = [(start + i, str(item.get("id", start + i)), json.dumps(item, ensure_ascii=False), tcot,
+                 json.dumps(f, ensure_ascii=False)) for i, (item, tcot, f) in enumerate(zip(items, tcots, fields))]
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO rows VALUES (?,?,?,?,?)", rows)
+
+    def get_many(self, row_ids: Sequence[int]) -> list[dict[str, Any] | None]:
+        ids = [int(r) for r in row_ids]
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for row_id, item_id, item, tcot, fields in self._conn.execute(
+                    f"SELECT * FROM rows WHERE row_id IN ({','.join('?' * len(chunk))})", chunk):
+                found[row_id] = {"row": row_id, "id": item_id, "item": json.loads(item), "tcot": tcot,
+                                 "fields": json.loads(fields)}
+        return [found.get(r) for r in ids]
+
+    def ids(self, limit: int | None = None) -> list[str]:
+        """Item ids in row order (up to `limit` rows)."""
+        sql = "SELECT item_id FROM rows ORDER BY row_id" + (" LIMIT ?" if limit is not None else "")
+        return [r[0] for r in self._conn.execute(sql, (limit,) if limit is not None else ())]

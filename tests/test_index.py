@@ -1,0 +1,441 @@
+"""Index: factory choice, resumable sharded builds, store, T-CoT cache, search with the tiny CLIP embedder.
+
+The first half needs no model (precomputed vectors through `build_from_vectors`); the
+second half builds real indexes with the tiny open_clip preset, including a build killed
+with SIGKILL and resumed, and a two-process `accelerate launch` build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedrl.errors import EmbedrlError
+from embedrl.index import faiss_index as fx
+from embedrl.index.build import (
+    MANIFEST,
+    SimulatedCrash,
+    add_to_index,
+    build_from_vectors,
+    build_index,
+    load_manifest,
+    shard_path,
+)
+from embedrl.index.cache import CacheKey, TCoTCache
+from embedrl.index.corpus import Corpus, read_corpus
+from embedrl.index.search import Retriever
+from embedrl.index.store import ItemStore
+from embedrl.items import Item
+from embedrl.tcot import TCoT, parse_tcot, render_tcot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clustered(n: int, dim: int, seed: int = 0, clusters: int = 20) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim))
+    x = centers[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim))
+    return fx.normalize(x.astype(np.float32))
+
+
+def low_rank(n: int, dim: int, rank: int = 6, seed: int = 0) -> np.ndarray:
+    """Vectors near a `rank`-dimensional subspace: structure a quantiser can exploit, like real embeddings."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, dim)) + 0.05 * rng.standard_normal((n, dim))
+    return fx.normalize(x.astype(np.float32))
+
+
+def exact_top(xb: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(xq @ xb.T), axis=1, kind="stable")[:, :k]
+
+
+# ---------------------------------------------------------------- no model needed
+
+def test_choose_factory_follows_size_and_memory():
+    assert fx.choose_factory(10_000, 768)[0] == "Flat"
+    factory, why = fx.choose_factory(2_000_000, 768, max_bytes=64 << 30)
+    assert factory == "HNSW32" and "GiB" in why
+    factory, why = fx.choose_factory(5_000_000, 768, max_bytes=4 << 30)
+    assert factory == "OPQ64_256,IVF65536_HNSW32,PQ64" and "budget" in why
+    factory, _ = fx.choose_factory(500_000, 128, max_bytes=1 << 20)
+    assert factory.startswith("OPQ32_128,IVF") and factory.endswith(",PQ32")
+    for n, dim, budget in [(10_000, 768, None), (2_000_000, 768, 64 << 30), (500_000, 128, 1 << 20)]:
+        fx.new_index(fx.choose_factory(n, dim, budget)[0], dim)  # every choice is a valid factory string
+
+
+def test_bad_factory_is_a_clear_error(tmp_path):
+    with pytest.raises(EmbedrlError, match="invalid FAISS factory string 'IVF,Nope'"):
+        build_from_vectors(clustered(50, 16), tmp_path / "idx", factory="IVF,Nope")
+    assert not (tmp_path / "idx" / MANIFEST).exists()
+
+
+def test_flat_index_returns_exact_neighbours(tmp_path):
+    xb, xq = clustered(500, 32), clustered(20, 32, seed=1)
+    manifest = build_from_vectors(xb, tmp_path / "idx", shard_size=64)
+    assert manifest["factory"] == "Flat" and manifest["count"] == 500 and manifest["dim"] == 32
+    r = Retriever.from_dir(tmp_path / "idx", load_model=False)
+    scores, rows = r.search_vectors(xq, k=5)
+    assert (rows == exact_top(xb, xq, 5)).all()
+    np.testing.assert_allclose(scores, np.sort(xq @ xb.T, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-6)
+    hits = r.hits(scores, rows)
+    assert hits[0][0].id == str(rows[0, 0]) and hits[0][0].item == {"id": str(rows[0, 0])}
+
+
+def test_ivf_pq_is_trained_on_a_sample_and_searchable(tmp_path):
+    xb = low_rank(3000, 32)
+    manifest = build_from_vectors(xb, tmp_path / "idx", factory="IVF16,PQ8x4", shard_size=700)
+    assert manifest["factory"] == "IVF16,PQ8x4" and manifest["search_params"]["nprobe"] == 16
+    r = Retriever.from_dir(tmp_path / "idx", load_model=False)
+    _, rows = r.search_vectors(xb[:50], k=10)
+    assert fx.recall_at_k(rows, exact_top(xb, xb[:50], 10), 10) > 0.35  # random: 0.003
+    hnsw = build_from_vectors(xb, tmp_path / "hnsw", factory="HNSW32")
+    assert hnsw["search_params"] == {"efSearch": fx.DEFAULT_EF_SEARCH}
+
+
+def test_too_many_lists_for_the_corpus_is_refused(tmp_path):
+    with pytest.raises(EmbedrlError, match="at least 256 vectors"):
+        build_from_vectors(clustered(100, 16), tmp_path / "idx", factory="IVF256,Flat")
+
+
+def test_crash_then_resume_gives_the_uninterrupted_index(tmp_path):
+    xb, xq = clustered(1000, 16), clustered(30, 16, seed=2)
+    out = tmp_path / "idx"
+    with pytest.raises(SimulatedCrash):
+        build_from_vectors(xb, out, factory="IVF8,Flat", shard_size=150, crash_at=3)
+    assert not (out / MANIFEST).exists()  # nothing looks complete
+    with pytest.raises(EmbedrlError, match="not a complete index.*resume"):
+        Retriever.from_dir(out, load_model=False)
+    done = {i: shard_path(out, i, ".npy").stat().st_mtime_ns for i in range(3)}
+    shard_path(out, 3, ".npy").write_bytes(b"half-written")  # a crash between vectors and metadata
+    build_from_vectors(xb, out, factory="IVF8,Flat", shard_size=150)
+    assert {i: shard_path(out, i, ".npy").stat().st_mtime_ns for i in range(3)} == done  # not redone
+    build_from_vectors(xb, tmp_path / "ref", factory="IVF8,Flat", shard_size=150)
+    a = Retriever.from_dir(out, load_model=False).search_vectors(xq, 10)
+    b = Retriever.from_dir(tmp_path / "ref", load_model=False).search_vectors(xq, 10)
+    assert (a[1] == b[1]).all() and np.allclose(a[0], b[0])
+
+
+def test_rerun_is_a_no_op_and_another_factory_reuses_the_shards(tmp_path):
+    xb = clustered(400, 16)
+    out = tmp_path / "idx"
+    first = build_from_vectors(xb, out, shard_size=100)
+    stamp = shard_path(out, 0, ".npy").stat().st_mtime_ns
+    assert build_from_vectors(xb, out, shard_size=100)["created"] == first["created"]
+    again = build_from_vectors(xb, out, shard_size=100, factory="HNSW32")
+    assert again["factory"] == "HNSW32" and again["count"] == 400
+    assert shard_path(out, 0, ".npy").stat().st_mtime_ns == stamp
+    with pytest.raises(EmbedrlError, match="another corpus or model"):
+        build_from_vectors(clustered(400, 16, seed=5), out, shard_size=100)
+    assert build_from_vectors(clustered(400, 16, seed=5), out, shard_size=100, overwrite=True)["count"] == 400
+
+
+def test_missing_or_corrupt_index_file_is_a_clear_error(tmp_path):
+    build_from_vectors(clustered(100, 16), tmp_path / "idx")
+    index_file = tmp_path / "idx" / "index.faiss"
+    index_file.write_bytes(index_file.read_bytes()[:40])
+    with pytest.raises(EmbedrlError, match="corrupt or unreadable"):
+        Retriever.from_dir(tmp_path / "idx", load_model=False)
+    index_file.unlink()
+    with pytest.raises(EmbedrlError, match="index file missing"):
+        Retriever.from_dir(tmp_path / "idx", load_model=False)
+    with pytest.raises(EmbedrlError, match="index directory not found"):
+        Retriever.from_dir(tmp_path / "nowhere", load_model=False)
+
+
+def test_gpu_without_faiss_gpu_is_a_clear_error(tmp_path):
+    if fx.gpu_available():
+        pytest.skip("faiss-gpu and a GPU are present")
+    with pytest.raises(EmbedrlError, match="--gpu needs faiss-gpu"):
+        build_from_vectors(clustered(50, 16), tmp_path / "idx", gpu=True)
+
+
+def test_bench_index_prints_the_table(tmp_path, capsys):
+    from embedrl.cli import main
+
+    assert main(["-q", "bench", "index", "--data", "structured", "--n", "3000", "--dim", "32", "--nq", "40",
+                 "--latency-queries", "5", "--no-autofaiss", "--json", str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    assert "3000 vectors x 32 dims, 40 queries" in table
+    rows = {r["name"]: r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert set(rows) == {"Flat (exact)", "HNSW32", "IVF-PQ", "IVF-PQ+refine"}
+    assert rows["Flat (exact)"]["recall"] == 1.0 and rows["HNSW32"]["recall"] >= 0.95
+    assert rows["IVF-PQ+refine"]["recall"] >= 0.95
+
+
+def test_store_round_trip(tmp_path):
+    with ItemStore(tmp_path / "s.sqlite") as store:
+        store.put_many(0, [{"id": "a", "text": "café"}, {"id": "b", "image": "x.png"}],
+                       ["<answer>a</answer>", None], [{"label": 3}, {}])
+        assert store.count() == 2
+        a, missing, b = store.get_many([0, 7, 1])
+        assert a == {"row": 0, "id": "a", "item": {"id": "a", "text": "café"}, "tcot": "<answer>a</answer>",
+                     "fields": {"label": 3}}
+        assert missing is None and b["item"]["image"] == "x.png"
+    with pytest.raises(EmbedrlError, match="metadata store missing"):
+        ItemStore(tmp_path / "none.sqlite", readonly=True)
+
+
+class WordReasoner:
+    """A rule-based reasoner (keywords = the item's words); counts what it generates."""
+
+    cache_key = ("word-reasoner", "v0hash", "p1")
+
+    def __init__(self):
+        self.generated = 0
+
+    def generate(self, items, role="target", **kwargs):
+        self.generated += len(items)
+        return [TCoT(keywords=item.text.split()[:3], rethink=role, answer=item.text) for item in items]
+
+
+def test_cache_second_pass_hits_and_keeps_broken_generations(tmp_path):
+    items = [Item(text=f"item {i} red") for i in range(5)] + [Item(text="item 0 red")]  # a duplicate
+    reasoner = WordReasoner()
+    with TCoTCache(tmp_path / "c.sqlite") as cache:
+        first = cache.get_or_generate(items, "target", reasoner)
+        assert reasoner.generated == 5 and cache.stats() == {"hits": 0, "misses": 6}
+        assert first[1].keywords == ["item", "1", "red"] and first[0].same_content(first[5])
+    with TCoTCache(tmp_path / "c.sqlite") as cache:  # another process, later
+        second = cache.get_or_generate(items, "target", reasoner)
+        assert reasoner.generated == 5 and cache.stats() == {"hits": 6, "misses": 0}
+        assert [t.same_content(u) for t, u in zip(first, second)] == [True] * 6
+        cache.get_or_generate(items[:1], "query", reasoner)  # roles are cached separately
+        assert reasoner.generated == 6
+        key = CacheKey(*WordReasoner.cache_key, "target", "deadbeef")
+        cache.put_many([(key, "<thinking>{broken</thinking><answer>x</answer>")])
+        broken = cache.get_many([key])[0]
+        assert broken.valid is False and "not valid JSON" in broken.reason
+
+
+def test_corpus_readers(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "a.png")
+    rows = [{"id": "x1", "text": "hello", "image": "img/a.png", "label": "greeting"}, {"text": "bye"}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus = read_corpus(tmp_path / "c.jsonl")
+    assert [i.id for i in corpus.items] == ["x1", "2"] and corpus.fields == [{"label": "greeting"}, {}]
+    assert corpus.items[0].image == str(tmp_path / "img" / "a.png")
+
+    videos = tmp_path / "videos"
+    for name in ("v2", "v1"):
+        (videos / name).mkdir(parents=True)
+        for f in ("frame_10.png", "frame_2.png", "frame_1.png"):
+            Image.new("RGB", (8, 8)).save(videos / name / f)
+    images = read_corpus(videos)
+    assert [i.id for i in images.items] == ["v1/frame_1.png", "v1/frame_10.png", "v1/frame_2.png",
+                                            "v2/frame_1.png", "v2/frame_10.png", "v2/frame_2.png"]
+    vids = read_corpus(videos, kind="videos")
+    assert [v.id for v in vids.items] == ["v1", "v2"]
+    assert [Path(f).name for f in vids.items[0].frames] == ["frame_1.png", "frame_2.png", "frame_10.png"]
+
+    (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    with pytest.raises(EmbedrlError, match="duplicate item id 'a'"):
+        read_corpus(tmp_path / "dup.jsonl")
+    with pytest.raises(EmbedrlError, match="corpus not found"):
+        read_corpus(tmp_path / "nope")
+
+
+# ---------------------------------------------------------------- with the tiny CLIP embedder
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black", "cyan", "magenta", "pink"]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for i, color in enumerate(COLORS):
+        sub = root / ("sub" if i % 3 == 0 else "")
+        sub.mkdir(exist_ok=True)
+        im = Image.new("RGB", (48, 48), color)
+        im.paste(Image.new("RGB", (16, 16), COLORS[-1 - i]), (i * 2, i * 2))
+        im.save(sub / f"{i:02d}_{color}.png")
+    (root / "05_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_dir):
+    from embedrl.models.base import load_embedder
+
+    return load_embedder(str(tiny_clip_dir))
+
+
+def test_build_and_search_images_scores_match_the_embedder(tmp_path, clip, image_folder):
+    manifest = build_index(clip, image_folder, tmp_path / "idx", shard_size=4)
+    assert manifest["count"] == len(COLORS) and manifest["embedder"]["fingerprint"] == clip.fingerprint()
+    report = json.loads((tmp_path / "idx" / "build_report.json").read_text())
+    assert report["skipped_count"] == 1 and report["skipped"][0]["id"] == "05_corrupt.png"
+    assert "cannot read image" in report["skipped"][0]["reason"]
+
+    r = Retriever.from_dir(tmp_path / "idx")  # loads the embedder the manifest names
+    queries = [Item(image=str(image_folder / "02_blue.png")), Item(text="a yellow square")]
+    hits = r.search(queries, k=3)
+    assert hits[0][0].id == "02_blue.png" and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+    # the scores are the cosine similarities the evaluation harness computes for the same pairs
+    corpus = read_corpus(image_folder)
+    pos = {item.id: i for i, item in enumerate(corpus.items)}
+    targets = clip.encode([corpus.items[pos[h.id]] for h in hits[1]]).numpy()
+    expected = clip.encode(queries[1:]).numpy() @ targets.T
+    np.testing.assert_allclose([h.score for h in hits[1]], expected[0], atol=1e-5)
+
+
+def test_mismatched_model_is_refused(tmp_path, clip, tiny_clip_dir, image_folder):
+    import torch
+
+    from embedrl.models.base import load_embedder
+
+    build_index(clip, image_folder, tmp_path / "idx", shard_size=8)
+    other = load_embedder(str(tiny_clip_dir))
+    with torch.no_grad():
+        next(other.module.parameters()).add_(0.01)
+    with pytest.raises(EmbedrlError, match=rf"hash {other.fingerprint()}.*built with .*hash {clip.fingerprint()}"):
+        Retriever.from_dir(tmp_path / "idx", model=other)
+    build_from_vectors(clustered(50, 32), tmp_path / "vec32")
+    with pytest.raises(EmbedrlError, match="dim 64.*dim 32"):
+        Retriever.from_dir(tmp_path / "vec32", model=clip)
+
+
+def test_reasoner_targets_are_cached_across_rebuilds_and_added_items_found(tmp_path, clip, image_folder):
+    corpus = Corpus([Item(text=f"a {c} square", id=c) for c in COLORS])
+    reasoner = WordReasoner()
+    first = build_index(clip, Corpus(corpus.items[:8]), tmp_path / "a", reasoner=reasoner,
+                        cache=tmp_path / "cache.sqlite", shard_size=3)
+    assert first["reasoner"] == {"id": "word-reasoner", "hash": "v0hash", "prompt_version": "p1"}
+    assert reasoner.generated == 8
+    build_index(clip, Corpus(corpus.items[:8]), tmp_path / "b", reasoner=reasoner,
+                cache=tmp_path / "cache.sqlite", factory="HNSW32", shard_size=5)
+    assert reasoner.generated == 8  # a rebuild generates nothing
+    report = json.loads((tmp_path / "b" / "build_report.json").read_text())
+    assert report["tcot_cache"] == {"hits": 8, "misses": 0}
+
+    added = add_to_index(tmp_path / "a", corpus.items[8:], clip, reasoner=reasoner, cache=tmp_path / "cache.sqlite")
+    assert added["added"] == 3 and load_manifest(tmp_path / "a")["count"] == 11
+    r = Retriever.from_dir(tmp_path / "a", model=clip, reasoner=reasoner, cache=tmp_path / "cache.sqlite")
+    hit = r.search(Item(text="a pink square"), k=1)[0][0]
+    assert hit.id == "pink" and hit.evidence["keywords"] == ["a", "pink", "square"]
+    assert parse_tcot(hit.tcot).same_content(parse_tcot(render_tcot(reasoner.generate([Item(text="a pink square")])[0])))
+    with pytest.raises(EmbedrlError, match="built with reasoner"):
+        add_to_index(tmp_path / "a", corpus.items[:1], clip)
+
+
+def test_search_finds_the_gold_as_often_as_the_evaluation_harness_says(tmp_path, clip):
+    from embedrl.data.registry import load_registry
+    from embedrl.data.synth import generate_benchmark
+    from embedrl.eval.metrics import evaluate_rankings
+    from embedrl.eval.mmeb import evaluate_task
+    from embedrl.eval.readers import read_task
+
+    data = tmp_path / "synth"
+    generate_benchmark(data, seed=0, size="tiny")
+    name = "Synth-VideoRet"  # global scope: each query is ranked against the whole candidate pool
+    spec = next(s for s in load_registry(data / "registry.yaml") if s.name == name)
+    task = read_task(spec, data)
+    score, preds, _ = evaluate_task(clip, task, ks=(1, 5))
+
+    manifest = build_index(clip, f"{data / 'registry.yaml'}:{name}", tmp_path / "idx")
+    assert manifest["count"] == len(task.candidates) and manifest["factory"] == "Flat"
+    hits = Retriever.from_dir(tmp_path / "idx", model=clip).search(task.queries, k=5, use_tcot=False)
+    for q, p in zip(hits, preds):  # the same ranking, up to the order of (near-)tied candidates
+        np.testing.assert_allclose([h.score for h in q], p["scores"][:5], atol=1e-5)
+        for h, pid, ps in zip(q, p["prediction"], p["scores"]):
+            assert h.id == pid or abs(h.score - ps) < 1e-5
+    cids = task.candidate_ids
+    relevance = [{cids[i]: r for i, r in rel.items()} for rel in task.relevance]
+    ours = evaluate_rankings([[h.id for h in q] for q in hits], relevance, ks=(1, 5))
+    assert ours["hit@1"] == score["hit@1"] and ours["hit@5"] == score["hit@5"]
+    assert ours == pytest.approx({k: score[k] for k in ours})
+
+
+def test_tiny_reasoner_targets_are_generated_once(tmp_path, clip, tiny_reasoner_dir):
+    from embedrl.models.reasoner import load_reasoner
+
+    reasoner = load_reasoner(str(tiny_reasoner_dir))
+    corpus = Corpus([Item(text=f"a {c} circle", id=c) for c in COLORS[:4]])
+    cache = tmp_path / "cache.sqlite"
+    manifest = build_index(clip, corpus, tmp_path / "a", reasoner=reasoner, cache=cache)
+    assert manifest["reasoner"]["id"] == str(tiny_reasoner_dir) and reasoner.generated_items == 4
+    build_index(clip, corpus, tmp_path / "b", reasoner=reasoner, cache=cache, factory="HNSW32")
+    assert reasoner.generated_items == 4  # the second index reused every cached T-CoT
+    r = Retriever.from_dir(tmp_path / "a", cache=cache)  # embedder and reasoner named by the manifest
+    hits = r.search(corpus.items[1], k=4)[0]
+    assert len(hits) == 4 and all(h.tcot for h in hits)
+
+
+def _cli(*args, env_extra=None, check=True):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "embedrl", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"embedrl {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc
+
+
+def _index_contents(index_dir):
+    r = Retriever.from_dir(index_dir, load_model=False)
+    vectors = r.index.reconstruct_n(0, r.index.ntotal)
+    return r.store.ids(), vectors
+
+
+def test_sigkill_during_build_then_resume(tmp_path, tiny_clip_dir, clip, image_folder):
+    out = tmp_path / "idx"
+    args = ["index", "build", "--model", str(tiny_clip_dir), "--corpus", str(image_folder), "--out", str(out),
+            "--shard-size", "3"]
+    killed = _cli(*args, "--crash-at", "2", check=False)
+    assert killed.returncode == -9  # SIGKILL, after writing shard 2's vectors but not its metadata
+    assert shard_path(out, 2, ".npy").exists() and not shard_path(out, 2, ".json").exists()
+    assert not (out / MANIFEST).exists()
+    with pytest.raises(EmbedrlError, match="not a complete index"):
+        Retriever.from_dir(out, model=clip)
+    stamps = [shard_path(out, i, ".json").stat().st_mtime_ns for i in range(2)]
+    summary = json.loads(_cli(*args).stdout)
+    assert summary["count"] == len(COLORS) and summary["skipped"] == 1
+    assert [shard_path(out, i, ".json").stat().st_mtime_ns for i in range(2)] == stamps  # resumed
+    build_index(clip, image_folder, tmp_path / "ref", shard_size=3)
+    ids, vectors = _index_contents(out)
+    ref_ids, ref_vectors = _index_contents(tmp_path / "ref")
+    assert ids == ref_ids
+    np.testing.assert_allclose(vectors, ref_vectors, atol=1e-5)
+
+    info = json.loads(_cli("index", "info", str(out)).stdout)
+    assert info["count"] == len(COLORS) and info["build_report"]["skipped_count"] == 1
+    hits = json.loads(_cli("index", "search", str(out), "--image", str(image_folder / "sub" / "03_yellow.png"),
+                           "-k", "2").stdout)
+    assert hits[0]["id"] == "sub/03_yellow.png" and len(hits) == 2 and hits[0]["score"] > hits[1]["score"]
+    missing = _cli("index", "search", str(tmp_path / "nowhere"), "--text", "x", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == f"embedrl: error: index directory not found: {tmp_path / 'nowhere'}"
+
+
+@pytest.mark.slow  # ~30 s: two launched processes each import torch and load the model
+def test_two_processes_build_the_same_index_as_one(tmp_path, tiny_clip_dir, clip, image_folder):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if accelerate is None:
+        pytest.skip("accelerate launcher not installed")
+    out = tmp_path / "two"
+    # `--multi_gpu` on a machine without GPUs: two processes over gloo on CPU (accelerate's
+    # `--cpu --num_processes 2` would start only one without mpirun)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "embedrl", "-q", "index", "build", "--model", str(tiny_clip_dir),
+         "--corpus", str(image_folder), "--out", str(out), "--shard-size", "2"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.perf_counter() - t0 < 600
+    ranks = {json.loads(shard_path(out, i, ".json").read_text())["stats"]["rank"] for i in range(6)}
+    assert ranks == {0, 1}  # both processes encoded shards
+    build_index(clip, image_folder, tmp_path / "one", shard_size=2)
+    ids, vectors = _index_contents(out)
+    ref_ids, ref_vectors = _index_contents(tmp_path / "one")
+    assert ids == ref_ids and len(ids) == len(COLORS)
+    np.testing.assert_allclose(vectors, ref_vectors, atol=1e-5)
