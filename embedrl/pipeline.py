@@ -14,15 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.errors import EmbedrlError
+from embedrl.io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 
 class Pipeline:
-    def __init__(self, name: str, rerun_hint: str):
+    """Stages with resume; `timings_file` keeps each stage's time across reruns."""
+
+    def __init__(self, name: str, rerun_hint: str, timings_file: Path | None = None):
         self.name = name
         self.rerun_hint = rerun_hint
-        self.timings: dict[str, float] = {}
+        self.timings_file = timings_file
+        self.timings: dict[str, float] = (read_json(timings_file) if timings_file and timings_file.is_file()
+                                          else {})
         self.skipped: list[str] = []
 
     def stage(self, name: str, done: Path, fn: Callable[..., Any], *args: Any) -> None:
@@ -43,4 +48,6 @@ class Pipeline:
         if not done.exists():
             raise EmbedrlError(f"{self.name} stage '{name}' finished without writing {done}")
         self.timings[name] = round(time.perf_counter() - start, 2)
+        if self.timings_file:
+            write_json(self.timings_file, self.timings)
         logger.info("[%s] %s: done in %.1fs", self.name, name, self.timings[name])

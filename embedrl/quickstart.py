@@ -26,13 +26,13 @@ from embedrl.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-# size -> (embedder, SFT and EG-RL overrides, eval queries per set)
+# size -> overrides of the embedder / SFT / EG-RL recipes, eval queries per set, T-CoT length
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {"embedder": ["max_steps=10", "per_device_train_batch_size=8"],
-             "sft": ["max_steps=10"], "eg_rl": ["max_steps=2", "max_completion_length=32"], "eval_queries": 4},
+    "tiny": {"embedder": ["max_steps=10", "per_device_train_batch_size=8"], "sft": ["max_steps=10"],
+             "eg_rl": ["max_steps=2", "max_completion_length=24"], "eval_queries": 4, "max_new_tokens": 24},
     "small": {"embedder": ["max_steps=300"], "sft": ["max_steps=300"], "eg_rl": ["max_steps=30"],
-              "eval_queries": 30},
-    "medium": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 100},
+              "eval_queries": 30, "max_new_tokens": 112},
+    "medium": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 100, "max_new_tokens": 128},
 }
 # The recipes a user edits live in the repository's train/ folder, beside the package.
 RECIPES = Path(__file__).resolve().parents[1] / "train"
@@ -55,13 +55,14 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "small", see
         out=str(out), data=str(out / "synth"), data_size=size, seeds=[seed], variants=["raw", "sft", "eg_rl"],
         embedder_recipe=_recipe("embedder_tiny_clip.yaml"), sft_recipe=_recipe("reasoner_sft_tiny.yaml"),
         eg_rl_recipe=_recipe("eg_rl_tiny.yaml"), embedder_overrides=plan["embedder"], sft_overrides=plan["sft"],
-        eg_rl_overrides=plan["eg_rl"], eval_queries=plan["eval_queries"], tcot_mode="both")
+        eg_rl_overrides=plan["eg_rl"], eval_queries=plan["eval_queries"], tcot_mode="both",
+        max_new_tokens=plan["max_new_tokens"])
     result = run_ablation(ablation, name="quickstart", rerun_hint=f"embedrl quickstart --out {out} --size {size}")
-    pipe = Pipeline("quickstart", f"embedrl quickstart --out {out} --size {size}")
+    pipe = Pipeline("quickstart", f"embedrl quickstart --out {out} --size {size}", out / "timings.json")
     eg_rl = out / f"seed{seed}" / "eg_rl"
     index = out / "index"
-    pipe.stage("index", index / "manifest.json", _build_index, out, eg_rl, index)
-    timings = {**result["timings_s"], **pipe.timings}
+    pipe.stage("index", index / "manifest.json", _build_index, out, eg_rl, index, plan["max_new_tokens"])
+    timings = pipe.timings  # every stage, this run or an earlier one (shared timings.json)
     report = {"ablation": {v: {k: round(x["mean"], 2) for k, x in result["summary"][v].items()}
                            for v in ("raw", "sft", "eg_rl")},
               "timings_s": timings, "size": size, "seed": seed, "eval_queries": plan["eval_queries"],
@@ -71,14 +72,14 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "small", see
     return report
 
 
-def _build_index(out: Path, reasoner_dir: Path, index: Path) -> None:
+def _build_index(out: Path, reasoner_dir: Path, index: Path, max_new_tokens: int) -> None:
     from embedrl.index.build import build_index
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 
     cache = out / "tcot_cache.sqlite"
     build_index(load_embedder(str(out / "embedder")), out / "synth" / "corpus.jsonl", index,
-                reasoner=load_reasoner(str(reasoner_dir), cache=cache), cache=cache)
+                reasoner=load_reasoner(str(reasoner_dir), cache=cache, max_new_tokens=max_new_tokens), cache=cache)
 
 
 def _markdown(report: dict[str, Any], out: Path, seed: int) -> str:

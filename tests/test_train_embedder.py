@@ -228,3 +228,23 @@ def test_resume_skips_and_removes_a_half_written_checkpoint(tmp_path):
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
     assert not (tmp_path / "checkpoint-12").exists()
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_two_process_training_scores_each_query_against_the_global_batch(tiny_clip_dir, pairs_file, tmp_path):
+    """A real 2-process run (torchrun, gloo on CPU): logits span both processes' candidates."""
+    runs = {}
+    for procs in (1, 2):
+        out = tmp_path / f"p{procs}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+                    "--master_port", str(29500 + procs + os.getpid() % 1000)]
+        cmd = [*launcher, "-m", "embedrl", "train", "embedder",
+               *_cli_args(tiny_clip_dir, pairs_file, out, "max_steps=2", "logging_steps=1",
+                          "per_device_train_batch_size=4", "hard_negatives=1")]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("saved embedder") == 1  # printed by rank 0 only
+        logged = [row for row in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+                  if "candidates_per_query" in row]
+        runs[procs] = {row["candidates_per_query"] for row in logged}
+    assert runs[1] == {8}    # 4 positives + 4 hard negatives of one process
+    assert runs[2] == {16}   # ... of both processes, gathered with gradient

@@ -49,6 +49,7 @@ class AblationConfig:
     datasets: list[str] | None = None
     eval_queries: int | None = 40
     tcot_mode: str = "both"
+    max_new_tokens: int = 128
 
     def __post_init__(self):
         unknown = set(self.variants) - set(VARIANTS)
@@ -91,7 +92,8 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
     if reasoner is not None:
         from embedrl.models.reasoner import load_reasoner
 
-        loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite")
+        loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
+                               max_new_tokens=config.max_new_tokens)
     scores = quick_eval(load_embedder(str(embedder)), config.data, config.datasets, loaded,
                         config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
     write_json(out, scores)
@@ -104,7 +106,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
 
     out = Path(config.out)
     presets = out / "presets"
-    pipe = Pipeline(name, rerun_hint)
+    pipe = Pipeline(name, rerun_hint, out / "timings.json")
     pipe.stage("synthetic benchmark", Path(config.data) / "meta.json", generate_benchmark, config.data, 0,
                config.data_size)
     for name in ("tiny-clip", "tiny-reasoner"):

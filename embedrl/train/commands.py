@@ -39,7 +39,10 @@ def _run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["skip_bad=true"] if args.skip_bad else [])
     config = getattr(module, build)(args.config, overrides)
     out = getattr(module, train)(config, resume=args.resume)
-    print(f"saved {saved} to {out}")
+    from embedrl.dist import rank
+
+    if rank() == 0:
+        print(f"saved {saved} to {out}")
     return 0
 
 

@@ -124,6 +124,11 @@ class EmbedderTrainer(Trainer):
                             num_workers=self.args.dataloader_num_workers)
         return self.accelerator.prepare(loader)
 
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self.loss_fn.last_num_candidates:  # shows the global batch (all processes)
+            logs["candidates_per_query"] = self.loss_fn.last_num_candidates
+        super().log(logs, *args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         queries, targets, scale = model(inputs["query_chunks"], inputs["target_chunks"])
         loss = self.loss_fn(queries, targets, inputs["n_pos"], scale)

@@ -51,10 +51,12 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.symmetric = symmetric
         self.gather = gather
+        self.last_num_candidates = 0  # candidates each query was scored against (logged by the trainer)
 
     def forward(self, queries: torch.Tensor, targets: torch.Tensor, n_pos: int,
                 scale: torch.Tensor | float) -> torch.Tensor:
         q2t, q_labels, t2q, t_labels = contrastive_logits(queries, targets, n_pos, scale, self.gather)
+        self.last_num_candidates = q2t.shape[1]
         loss = F.cross_entropy(q2t, q_labels)
         if self.symmetric:
             loss = (loss + F.cross_entropy(t2q, t_labels)) / 2
