@@ -83,8 +83,9 @@ def _distributed_worker(rank, world, port, queue):
     q2t, labels, t2q, _ = contrastive_logits(q, t, n_pos=3, scale=10.0)
     loss = InfoNCELoss()(q, t, 3, 10.0)
     loss.backward()
-    queue.put((rank, tuple(q2t.shape), labels.tolist(), tuple(t2q.shape), q.detach(), t.detach(),
-               q.grad, t.grad))
+    # numpy copies: torch tensors would be shared by file descriptor, gone once this process exits
+    queue.put((rank, tuple(q2t.shape), labels.tolist(), tuple(t2q.shape),
+               *(x.detach().numpy().copy() for x in (q, t, q.grad, t.grad))))
     dist.destroy_process_group()
 
 
@@ -102,7 +103,10 @@ def test_cross_process_negatives_cover_the_global_batch_with_gradient():
     procs = [ctx.Process(target=_distributed_worker, args=(r, 2, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r[0], r[1:]) for r in (queue.get(timeout=120) for _ in procs))
+    results = {}
+    for _ in procs:
+        rank, *rest = queue.get(timeout=120)
+        results[rank] = rest[:3] + [torch.from_numpy(a) for a in rest[3:]]
     for p in procs:
         p.join(30)
     # rank 0 has 3 positives + 0 negatives, rank 1 has 3 positives + 1 negative: 7 global candidates
