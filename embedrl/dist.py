@@ -1,12 +1,10 @@
-"""Distributed helpers: gather with gradient (for cross-process negatives) and rank-zero logging.
+"""Distributed helpers: gather with gradient (for cross-process negatives) and the process rank.
 
 Everything degrades to a no-op in a single process, so the same code runs on a laptop and
 under `accelerate launch` (gloo on CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations
-
-import logging
 
 import torch
 import torch.distributed as dist
@@ -44,10 +42,3 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     parts = dist_fn.all_gather(padded)
     gathered = torch.cat([p[:n] for p, n in zip(parts, counts)])
     return gathered, sum(counts[: rank()])
-
-
-class RankZeroFilter(logging.Filter):
-    """Attach to a handler so only rank 0 logs (others stay quiet unless something is wrong)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
-        return rank() == 0 or record.levelno >= logging.WARNING

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -223,7 +222,3 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None, s
     if not pairs:
         raise EmbedrlError(f"{path}: no usable pairs" + (f" ({len(skipped)} skipped)" if skipped else ""))
     return pairs, skipped
-
-
-def items_from_texts(texts: Sequence[str]) -> list[Item]:
-    return [Item(text=t) for t in texts]

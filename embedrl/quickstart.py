@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.eval.ablation import VARIANTS, AblationConfig, run_ablation
-from embedrl.io import read_json, write_json
+from embedrl.io import write_json
 from embedrl.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -92,15 +92,11 @@ def _markdown(report: dict[str, Any], out: Path, seed: int) -> str:
     for v in ("raw", "sft", "eg_rl"):
         lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(f"{rows[v][k]:.1f}" for k in [*sets, "overall"]) + " |")
     lines += ["", "## Curves", ""]
-    for title, src in (("EG-RL rewards", out / f"seed{seed}" / "eg_rl" / "reward_curves.png"),):
-        if src.is_file():
-            shutil.copyfile(src, out / src.name)
-            lines.append(f"![{title}]({src.name})")
+    curves = out / f"seed{seed}" / "eg_rl" / "reward_curves.png"
+    if curves.is_file():
+        shutil.copyfile(curves, out / curves.name)
+        lines.append(f"![EG-RL rewards]({curves.name})")
     lines += ["", "## Timings", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report["timings_s"].items()]
     lines += ["", "## Look at it", "", f"    {report['demo']}", ""]
     return "\n".join(lines)
-
-
-def load_report(out: str | Path) -> dict[str, Any]:
-    return read_json(Path(out) / "report.json")

@@ -10,7 +10,6 @@ The library does the work (embedrl/eval/mmeb.py, report.py); this module only pa
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from embedrl.cli import add_group
@@ -68,15 +67,6 @@ def register(sub) -> None:
     rep.set_defaults(func=cmd_report)
 
 
-def load_reasoner(spec: str):
-    """The Reasoner backend, when installed (embedrl.models.reasoner.load_reasoner)."""
-    try:
-        module = importlib.import_module("embedrl.models.reasoner")
-    except ModuleNotFoundError as e:
-        raise EmbedrlError("reasoner support is not available in this install (embedrl.models.reasoner)") from e
-    return module.load_reasoner(spec, cache=True)  # targets' T-CoTs are shared with indexing and training
-
-
 def _default_plot(first: str) -> Path:
     path = Path(first)
     return path / "report.png" if path.is_dir() else path.with_name(f"{path.stem}_report.png")
@@ -94,7 +84,10 @@ def cmd_run(args) -> int:
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
     embedder = load_embedder(args.model)
-    reasoner = load_reasoner(args.reasoner) if args.reasoner else None
+    from embedrl.models.reasoner import load_reasoner
+
+    # cache=True: target T-CoTs are shared with indexing and training
+    reasoner = load_reasoner(args.reasoner, cache=True) if args.reasoner else None
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, batch_size=args.batch_size,
                    metadata={"model_name": args.model})

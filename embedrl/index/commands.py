@@ -72,8 +72,8 @@ def _print(obj) -> None:
 def cmd_build(args) -> int:
     from embedrl.index.build import build_index
     from embedrl.index.corpus import read_corpus
-    from embedrl.index.search import load_reasoner
     from embedrl.models.base import load_embedder
+    from embedrl.models.reasoner import load_reasoner
 
     reasoner = load_reasoner(args.reasoner) if args.reasoner else None
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
@@ -106,8 +106,8 @@ def cmd_info(args) -> int:
 def cmd_add(args) -> int:
     from embedrl.index.build import add_to_index, load_manifest
     from embedrl.index.corpus import read_corpus
-    from embedrl.index.search import load_reasoner
     from embedrl.models.base import load_embedder
+    from embedrl.models.reasoner import load_reasoner
 
     manifest = load_manifest(args.dir)
     spec = args.model or manifest["embedder"].get("id")

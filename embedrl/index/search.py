@@ -51,21 +51,6 @@ class Hit:
         return asdict(self)
 
 
-def load_reasoner(spec: str) -> ReasonerLike:
-    """Load a Reasoner by Hub id or path through `embedrl.models.reasoner`."""
-    try:
-        import importlib
-
-        module = importlib.import_module("embedrl.models.reasoner")
-    except ModuleNotFoundError as e:
-        if e.name != "embedrl.models.reasoner":
-            raise
-        raise EmbedrlError("a reasoner needs embedrl.models.reasoner, which this version of embedrl "
-                           "does not have yet; build/search without --reasoner") from None
-    loader = getattr(module, "load_reasoner", None) or module.Reasoner.from_pretrained
-    return loader(spec)
-
-
 def _evidence(tcot_text: str | None) -> dict[str, Any] | None:
     if not tcot_text:
         return None
@@ -116,6 +101,8 @@ class Retriever:
         if embedder is not None:
             check_embedder(manifest, embedder, index_dir)
         if isinstance(reasoner, str):
+            from embedrl.models.reasoner import load_reasoner
+
             reasoner = load_reasoner(reasoner)
         return cls(index_dir, manifest, index, store, embedder, reasoner, cache)
 
@@ -136,6 +123,8 @@ class Retriever:
     def _query_reasoner(self) -> ReasonerLike | None:
         built_with = self.manifest.get("reasoner")
         if self.reasoner is None and built_with:
+            from embedrl.models.reasoner import load_reasoner
+
             self.reasoner = load_reasoner(built_with["id"])
         if self.reasoner is not None and built_with and reasoner_info(self.reasoner) != built_with:
             logger.warning("query reasoner %s differs from the one the index was built with (%s)",

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from embedrl.errors import EmbedrlError
-from embedrl.io import ensure_dir, read_json, write_json
+from embedrl.io import ensure_dir, write_json
 from embedrl.items import Item
 from embedrl.models.prompts import PROMPT_VERSION, ROLES, build_messages, modality_of
 from embedrl.tcot import TCoT, parse_tcot
@@ -135,7 +135,7 @@ class Reasoner:
         `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. `{"max_pixels": 401408}`
         to cap the vision tokens per image of a Qwen2-VL-class model).
         """
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from embedrl.models.hf import load_vlm
 
         spec = str(name_or_path)
         path = Path(spec)
@@ -144,19 +144,7 @@ class Reasoner:
             spec = str(path.resolve())  # one id per directory, however it was spelled
         elif path.exists() or spec.startswith((".", "/")):
             raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
-        adapter = path / "adapter_config.json"
-        try:
-            processor = AutoProcessor.from_pretrained(spec, **(processor_kwargs or {}))
-            if is_dir and adapter.is_file():
-                from peft import PeftModel
-
-                base_id = read_json(adapter)["base_model_name_or_path"]
-                base = AutoModelForImageTextToText.from_pretrained(base_id, dtype=dtype or "auto")
-                model = PeftModel.from_pretrained(base, spec, is_trainable=False)
-            else:
-                model = AutoModelForImageTextToText.from_pretrained(spec, dtype=dtype or "auto")
-        except (OSError, ValueError) as e:
-            raise EmbedrlError(f"cannot load reasoner {spec!r}: {str(e).splitlines()[0]}") from e
+        model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
         weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
                    cache=cache, **kwargs)

@@ -17,7 +17,6 @@ directory or an adapter directory alike.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,15 +35,6 @@ logger = logging.getLogger(__name__)
 
 EMB_TOKEN = "<emb>"
 SUMMARIZE_PROMPT = "Summarize the above content and its evidence in one word:"
-
-
-def _load_model(name_or_path: str, dtype: torch.dtype | None):
-    from transformers import AutoModelForImageTextToText
-
-    try:
-        return AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype or "auto")
-    except OSError as e:
-        raise EmbedrlError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from e
 
 
 def ensure_emb_token(model, processor) -> int:
@@ -83,23 +73,9 @@ class VLMEmbedder(Embedder):
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None,
                         **kwargs: Any) -> VLMEmbedder:
-        from transformers import AutoProcessor
+        from embedrl.models.hf import load_vlm
 
-        path = Path(name_or_path)
-        adapter = path / "adapter_config.json"
-        try:
-            processor = AutoProcessor.from_pretrained(name_or_path)
-        except OSError as e:
-            raise EmbedrlError(f"cannot load processor for {name_or_path!r}: {str(e).splitlines()[0]}") from e
-        if adapter.is_file():  # LoRA adapters over a base model
-            from peft import PeftModel
-
-            base_id = json.loads(adapter.read_text())["base_model_name_or_path"]
-            base = _load_model(base_id, dtype)
-            ensure_emb_token(base, processor)
-            model = PeftModel.from_pretrained(base, str(path), is_trainable=False)
-        else:
-            model = _load_model(name_or_path, dtype)
+        model, processor = load_vlm(name_or_path, dtype, prepare_base=ensure_emb_token, what="embedder")
         return cls(model, processor, name_or_path=name_or_path, device=device)
 
     def apply_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Sampler
 
+from embedrl.errors import EmbedrlError
 from embedrl.items import Pair
 from embedrl.models.base import Embedder
 from embedrl.tcot import parse_tcot
@@ -57,15 +58,11 @@ class DatasetBatchSampler(Sampler[list[int]]):
         self.length = sum(n_batches.values())
         unknown = set(weights or {}) - set(self.groups)
         if unknown:
-            from embedrl.errors import EmbedrlError
-
             raise EmbedrlError(f"dataset_weights name unknown datasets: {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(self.groups)}")
         self.weights = {k: float((weights or {}).get(k, n_batches[k] if not weights else 0.0))
                         for k in self.groups}
         if not any(self.weights.values()):
-            from embedrl.errors import EmbedrlError
-
             raise EmbedrlError("dataset_weights gives every dataset weight 0")
 
     def set_epoch(self, epoch: int) -> None:

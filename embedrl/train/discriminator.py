@@ -21,14 +21,10 @@ class HFDiscriminator:
     """A chat model answering the multiple-choice prompt with a letter (greedy, a few tokens)."""
 
     def __init__(self, name_or_path: str, device: str | None = None, max_new_tokens: int = 4, batch_size: int = 16):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from embedrl.models.hf import load_vlm
 
-        try:
-            self.processor = AutoProcessor.from_pretrained(name_or_path)
-            self.model = AutoModelForImageTextToText.from_pretrained(name_or_path).eval()
-        except (OSError, ValueError) as e:
-            raise EmbedrlError(f"cannot load discriminator {name_or_path!r}: {str(e).splitlines()[0]}") from e
-        self.model.requires_grad_(False)
+        self.model, self.processor = load_vlm(name_or_path, what="discriminator")
+        self.model.eval().requires_grad_(False)
         self.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size

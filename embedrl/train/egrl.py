@@ -178,17 +178,17 @@ class OutcomeReward(_RolloutReward):
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
         # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common).
-        distinct: dict[tuple, int] = {}
-        for i, r, t in zip(pair_index, role, texts):
-            distinct.setdefault((i, r, t), len(distinct))
-        order = list(distinct)
-        first = {key: n for n, key in reversed(list(enumerate(zip(pair_index, role, texts))))}
-        vectors = self.embedder.encode([items[first[k]] for k in order], [tcots[first[k]] for k in order],
+        distinct: dict[tuple, int] = {}  # (pair, role, text) -> row of its first occurrence
+        for row, key in enumerate(zip(pair_index, role, texts)):
+            distinct.setdefault(key, row)
+        rows = list(distinct.values())
+        vectors = self.embedder.encode([items[n] for n in rows], [tcots[n] for n in rows],
                                        batch_size=self.batch_size)
+        slot = {key: k for k, key in enumerate(distinct)}
         in_batch = sorted(set(pair_index))
         sim_pos, sim_neg = [], []
         for i, r, t in zip(pair_index, role, texts):
-            v = vectors[distinct[(i, r, t)]]
+            v = vectors[slot[(i, r, t)]]
             other = "target" if r == "query" else "query"
             negs = [(other, j) for j in in_batch if j != i]
             if r == "query":
@@ -273,7 +273,7 @@ def build_egrl_config(config_path: str | None, overrides: list[str] | None) -> E
 
 def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> EGRLTrainer:
     """The trainer, its reward functions and their shared candidate bank, ready to `train()`."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from embedrl.models.hf import load_vlm
 
     pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad)
     if skipped:
@@ -294,11 +294,9 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
 
             rewards.append(ProcessReward(dataset, load_discriminator(config.discriminator or config.reasoner), bank,
                                          config.process_candidates, config.seed))
-    try:
-        processor = AutoProcessor.from_pretrained(config.reasoner)
-        model = AutoModelForImageTextToText.from_pretrained(config.reasoner)
-    except (OSError, ValueError) as e:
-        raise EmbedrlError(f"cannot load reasoner {config.reasoner!r}: {str(e).splitlines()[0]}") from e
+    model, processor = load_vlm(config.reasoner, what="reasoner")
+    if hasattr(model, "merge_and_unload"):  # an SFT run saved as LoRA adapters: train the merged policy
+        model = model.merge_and_unload()
     peft_config = None
     if config.lora:
         from peft import LoraConfig

@@ -111,13 +111,3 @@ def discriminator_prompt(query_tcot: str, candidates: Sequence[str]) -> str:
     lines += [f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(candidates)]
     lines.append("Which candidate matches the query? Answer with the letter only.")
     return "\n".join(lines)
-
-
-def total_rewards(fmt: Sequence[float], process: Sequence[float], outcome: Sequence[float],
-                  alpha: float, beta: float, gamma: float) -> list[float]:
-    """alpha * format + beta * process + gamma * outcome (what TRL computes from `reward_weights`).
-
-    >>> total_rewards([1.0], [1.0], [0.5], 0.05, 0.8, 0.2)
-    [0.95]
-    """
-    return [round(alpha * f + beta * p + gamma * o, 10) for f, p, o in zip(fmt, process, outcome, strict=True)]

@@ -1,0 +1,42 @@
+"""Loading any Hugging Face image-text-to-text model (Qwen2-VL / Qwen2.5-VL / Qwen3-VL, the tiny
+presets) with its processor, from a Hub id, a model directory or a PEFT LoRA adapter directory.
+
+The embedder, the reasoner, EG-RL's policy and the discriminator all load through here, so
+they accept the same specs and fail with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embedrl.errors import EmbedrlError
+from embedrl.io import read_json
+
+
+def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[str, Any] | None = None,
+             prepare_base: Callable[[Any, Any], Any] | None = None, what: str = "model") -> tuple[Any, Any]:
+    """(model, processor) for `spec`. An adapter directory loads its base model, calls
+    `prepare_base(base, processor)` (e.g. to add tokens the adapters were trained with), then
+    the adapters (frozen; merge or wrap them again to train)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    spec = str(spec)
+    adapter = Path(spec) / "adapter_config.json"
+    try:
+        processor = AutoProcessor.from_pretrained(spec, **(processor_kwargs or {}))
+        if adapter.is_file():
+            from peft import PeftModel
+
+            base = AutoModelForImageTextToText.from_pretrained(read_json(adapter)["base_model_name_or_path"],
+                                                               dtype=dtype or "auto")
+            if prepare_base is not None:
+                prepare_base(base, processor)
+            model = PeftModel.from_pretrained(base, spec, is_trainable=False)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(spec, dtype=dtype or "auto")
+    except (OSError, ValueError) as e:
+        raise EmbedrlError(f"cannot load {what} {spec!r}: {str(e).splitlines()[0]}") from e
+    return model, processor
