@@ -30,7 +30,11 @@ VARIANTS = {  # name -> (label in the table, EG-RL overrides; None: no EG-RL)
     "eg_rl": ("(c) T-CoT, EG-RL", []),
     "no_process": ("(d) EG-RL without process reward", ["process_weight=0"]),
     "no_outcome": ("(e) EG-RL without outcome reward", ["outcome_weight=0"]),
+    # the reward-weight question (the paper's text vs its code); not in the default table
+    "paper_text": ("EG-RL, paper-text weights (process 0.8, outcome 0.2)", ["process_weight=0.8", "outcome_weight=0.2"]),
+    "paper_code": ("EG-RL, paper-code weights (process 0.2, outcome 0.8)", ["process_weight=0.2", "outcome_weight=0.8"]),
 }
+DEFAULT_VARIANTS = ["raw", "sft", "eg_rl", "no_process", "no_outcome"]
 
 
 @dataclass
@@ -45,7 +49,7 @@ class AblationConfig:
     sft_overrides: list[str] = field(default_factory=list)
     eg_rl_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     datasets: list[str] | None = None
     eval_queries: int | None = 40
     tcot_mode: str = "both"
