@@ -148,7 +148,10 @@ def strip_placeholders(text: str) -> str:
 
 @dataclass
 class Pair:
-    """A training pair: query, positive target, optional hard negatives and T-CoT annotations."""
+    """A training pair: query, positive target, optional hard negatives and T-CoT annotations.
+
+    `neg_tcots` is empty or one annotation (or None) per hard negative.
+    """
 
     query: Item
     pos: Item
@@ -156,6 +159,10 @@ class Pair:
     dataset: str = ""
     qry_tcot: str | None = None
     pos_tcot: str | None = None
+    neg_tcots: list[str | None] = field(default_factory=list)
+
+    def neg_tcot(self, j: int) -> str | None:
+        return self.neg_tcots[j] if j < len(self.neg_tcots) else None
 
 
 def _as_list(value: Any) -> list:
@@ -187,8 +194,12 @@ def pair_from_row(row: dict[str, Any], root: str | os.PathLike | None = None) ->
             image=resolve_path(neg_images[i], root) if i < len(neg_images) else None,
             frames=[resolve_path(f, root) for f in frames] if frames else None,
         ))
+    neg_tcots = _as_list(row.get("neg_tcot"))
+    if neg_tcots and len(neg_tcots) != n_negs:
+        raise EmbedrlError(f"'neg_tcot' has {len(neg_tcots)} entries for {n_negs} hard negatives (one each, "
+                           "null where a negative has none)")
     return Pair(query=query, pos=pos, negs=negs, dataset=str(row.get("dataset") or ""),
-                qry_tcot=row.get("qry_tcot"), pos_tcot=row.get("pos_tcot"))
+                qry_tcot=row.get("qry_tcot"), pos_tcot=row.get("pos_tcot"), neg_tcots=neg_tcots)
 
 
 def _check_media(item: Item) -> None:

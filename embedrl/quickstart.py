@@ -82,6 +82,15 @@ def _build_index(out: Path, reasoner_dir: Path, index: Path, max_new_tokens: int
                 reasoner=load_reasoner(str(reasoner_dir), cache=cache, max_new_tokens=max_new_tokens), cache=cache)
 
 
+def _verdict(rows: dict[str, dict[str, float]]) -> str:
+    """One line read off the table: which input scored best overall, and what EG-RL added to SFT."""
+    best = max(("raw", "sft", "eg_rl"), key=lambda v: rows[v]["overall"])
+    gain = rows["eg_rl"]["overall"] - rows["sft"]["overall"]
+    return (f"Best overall: {VARIANTS[best][0]} ({rows[best]['overall']:.1f}). EG-RL vs SFT T-CoTs: {gain:+.1f} "
+            f"points; T-CoTs (EG-RL) vs raw input: {rows['eg_rl']['overall'] - rows['raw']['overall']:+.1f} points "
+            "(one seed; `embedrl eval ablation` gives mean ± std over seeds).")
+
+
 def _markdown(report: dict[str, Any], out: Path, seed: int) -> str:
     rows = report["ablation"]
     sets = [k for k in rows["raw"] if k != "overall"]
@@ -91,7 +100,7 @@ def _markdown(report: dict[str, Any], out: Path, seed: int) -> str:
              "| variant | " + " | ".join([*sets, "overall"]) + " |", "|---" * (len(sets) + 2) + "|"]
     for v in ("raw", "sft", "eg_rl"):
         lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(f"{rows[v][k]:.1f}" for k in [*sets, "overall"]) + " |")
-    lines += ["", "## Curves", ""]
+    lines += ["", _verdict(rows), "", "## Curves", ""]
     curves = out / f"seed{seed}" / "eg_rl" / "reward_curves.png"
     if curves.is_file():
         shutil.copyfile(curves, out / curves.name)

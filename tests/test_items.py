@@ -54,6 +54,16 @@ def test_read_pairs_mmeb_style(img_dir):
     assert pairs[1].negs[0].image == str(img_dir / "red.png")
 
 
+def test_negative_tcots_are_one_per_negative(img_dir):
+    row = {"qry": "q", "pos_text": "p", "neg_text": ["a", "b"]}
+    path = _write(img_dir / "pairs.jsonl", [{**row, "neg_tcot": ["<answer>a</answer>", None]}])
+    pair = read_pairs(path)[0][0]
+    assert pair.neg_tcot(0) == "<answer>a</answer>" and pair.neg_tcot(1) is None
+    path = _write(img_dir / "pairs.jsonl", [{**row, "neg_tcot": ["<answer>a</answer>"]}])
+    with pytest.raises(EmbedrlError, match="'neg_tcot' has 1 entries for 2 hard negatives"):
+        read_pairs(path)
+
+
 @pytest.mark.parametrize("bad_row, message", [
     ({"pos_text": "x"}, "missing field 'qry'"),
     ({"qry": "x"}, "missing field 'pos_text'"),

@@ -48,6 +48,13 @@ def test_mine_negatives_adds_same_dataset_negatives_and_skips_false_ones(tiny_cl
     assert added > len(original)  # most pairs got negatives
     pairs, skipped = read_pairs(out, root=synth_tiny_dir)
     assert len(pairs) == len(original) and not skipped
+    # a mined negative brings its T-CoT annotation (it was some pair's annotated positive)
+    pos_tcot = {_target(row): row["pos_tcot"] for row in original}
+    for old, new, pair in zip(original, mined, pairs):
+        assert len(pair.neg_tcots) == len(pair.negs)
+        assert new["neg_tcot"][:len(old["neg_tcot"])] == old["neg_tcot"]
+        for neg, tcot in list(zip(_negatives(new), new["neg_tcot"]))[len(_negatives(old)):]:
+            assert tcot == pos_tcot[neg]
 
     # with a huge margin every candidate counts as a likely false negative: nothing is mined
     strict = tmp_path / "strict.jsonl"

@@ -147,7 +147,8 @@ def test_pairs_read_with_read_pairs(bench):
 def test_annotations_and_oracle_tcots_are_valid(bench):
     pairs, _ = read_pairs(bench / "train" / "pairs.jsonl", root=bench, check_media=False)
     for p in pairs:
-        for text, item in ((p.qry_tcot, p.query), (p.pos_tcot, p.pos)):
+        assert len(p.neg_tcots) == len(p.negs)  # hard negatives are annotated like positives
+        for text, item in ((p.qry_tcot, p.query), (p.pos_tcot, p.pos), *zip(p.neg_tcots, p.negs)):
             tcot = parse_tcot(text)
             assert tcot.valid, (text, tcot.reason)
             assert render_tcot(tcot) == text

@@ -15,7 +15,8 @@ from embedrl.cli import main
 from embedrl.errors import EmbedrlError
 from embedrl.items import Item, read_pairs
 from embedrl.models.base import load_embedder
-from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset
+from embedrl.tcot import parse_tcot
+from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset, check_tcot_coverage
 from embedrl.train.embedder import ContrastiveModel, EmbedderTrainer, build_config
 from embedrl.train.losses import InfoNCELoss, contrastive_logits
 
@@ -141,6 +142,25 @@ def test_batches_come_from_one_dataset_each_with_weights():
     assert all(set(b) <= set(groups["a"]) for b in only_a)
     with pytest.raises(EmbedrlError, match="unknown datasets"):
         DatasetBatchSampler(groups, 4, weights={"c": 1.0})
+
+
+def test_hard_negatives_are_conditioned_on_their_own_tcots(tiny_clip_dir, caplog):
+    """With use_tcot, a positive with evidence against bare negatives is a shortcut; negatives get theirs."""
+    from embedrl.items import Pair
+
+    tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
+    pair = Pair(query=Item(text="a red circle"), pos=Item(text="red circle"), negs=[Item(text="blue circle")],
+                qry_tcot=tcot % ("red", "red"), pos_tcot=tcot % ("red", "red"), neg_tcots=[tcot % ("blue", "blue")])
+    embedder = load_embedder(str(tiny_clip_dir))
+    batch = PairCollator(embedder, hard_negatives=1, use_tcot=True)([pair])
+    expected = embedder.collate([pair.pos, pair.negs[0]], [parse_tcot(pair.pos_tcot), parse_tcot(pair.neg_tcots[0])])
+    assert torch.equal(batch["target_chunks"][0]["input_ids"], expected["input_ids"])
+    with caplog.at_level("WARNING", logger="embedrl.train.data"):
+        check_tcot_coverage([pair], hard_negatives=1)
+        assert not caplog.records
+        pair.neg_tcots = []
+        check_tcot_coverage([pair], hard_negatives=1)
+    assert "1 of 1 hard negatives have no T-CoT" in caplog.text
 
 
 def _cli_args(spec, pairs_file, out, *extra):

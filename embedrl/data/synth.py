@@ -11,7 +11,8 @@ Layout (every path inside a file is relative to DIR):
     DIR/crops/<scene>-<x>-<y>.png     40x40 region crops (grounding candidates)
     DIR/videos/<scene>/frame_01.png   8-frame clips (frame_01 ... frame_08)
     DIR/train/pairs.jsonl             training pairs, MMEB-train style, with hard negatives and
-                                      generic-annotator T-CoTs; read with
+                                      generic-annotator T-CoTs (qry_tcot, pos_tcot, neg_tcot: one
+                                      per negative); read with
                                       `embedrl.items.read_pairs(DIR/"train/pairs.jsonl", root=DIR)`
     DIR/eval/<Set>.jsonl              evaluation rows (image_rows / video_rows layout, gold first)
     DIR/registry.yaml                 one `embedrl.data.registry` entry per eval set (data root: DIR)
@@ -51,7 +52,7 @@ from embedrl.tcot import render_tcot
 logger = logging.getLogger(__name__)
 
 GENERATOR = "embedrl.data.synth"
-VERSION = 1
+VERSION = 2  # 2: hard negatives carry generic-annotator T-CoTs (neg_tcot)
 PLACEHOLDER = "<|image_1|>"
 TRAIN_NEGS = 2  # hard negatives per training pair
 EVAL_HARD = 3  # one-detail hard negatives per eval query (VQA / CLS: every other answer)
@@ -180,6 +181,7 @@ def _train_row(task: Task, ex: Example, media: _Media) -> dict:
         row["neg_image_path"] = [media.image(n) for n in negs]
     row["qry_tcot"] = render_tcot(annotate(q))
     row["pos_tcot"] = render_tcot(annotate(pos))
+    row["neg_tcot"] = [render_tcot(annotate(n)) for n in negs]
     return row
 
 

@@ -4,7 +4,8 @@
 tiny reasoner, then EG-RL from it three ways (all rewards, without the process reward,
 without the outcome reward), then scores each variant with one frozen embedder (trained
 once) on the held-out sets, T-CoTs on both sides. The recipes in `train/` give the
-hyperparameters; this module only sets paths and seeds. Every stage resumes.
+hyperparameters; this module only sets paths and seeds. Every stage resumes: finished stages
+are skipped, and a training stage that was killed continues from its last complete checkpoint.
 
 Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
 `ablation.md` (the table, mean +/- std over seeds) and `reward_curves.png`.
@@ -67,7 +68,7 @@ def _train_embedder(config: AblationConfig, presets: Path, out: Path) -> None:
     data = Path(config.data)
     train_embedder(build_config(config.embedder_recipe, [
         f"model={presets / 'tiny-clip'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
-        f"output_dir={out}", *config.embedder_overrides]))
+        f"output_dir={out}", *config.embedder_overrides]), resume=True)
 
 
 def _train_sft(config: AblationConfig, presets: Path, seed: int, out: Path) -> None:
@@ -76,7 +77,7 @@ def _train_sft(config: AblationConfig, presets: Path, seed: int, out: Path) -> N
     data = Path(config.data)
     train_reasoner_sft(build_config(config.sft_recipe, [
         f"model={presets / 'tiny-reasoner'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
-        f"output_dir={out}", f"seed={seed}", *config.sft_overrides]))
+        f"output_dir={out}", f"seed={seed}", *config.sft_overrides]), resume=True)
 
 
 def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, extra: list[str], out: Path) -> None:
@@ -85,7 +86,7 @@ def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, e
     data = Path(config.data)
     train_eg_rl(build_egrl_config(config.eg_rl_recipe, [
         f"reasoner={sft}", f"embedder={embedder}", f"train_data={data / 'train' / 'pairs.jsonl'}",
-        f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.eg_rl_overrides, *extra]))
+        f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.eg_rl_overrides, *extra]), resume=True)
 
 
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:

@@ -8,6 +8,7 @@ GradCache path and the plain path share it.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from embedrl.errors import EmbedrlError
 from embedrl.items import Pair
 from embedrl.models.base import Embedder
 from embedrl.tcot import parse_tcot
+
+logger = logging.getLogger(__name__)
 
 
 class PairDataset(Dataset):
@@ -85,6 +88,20 @@ class DatasetBatchSampler(Sampler[list[int]]):
             yield queues[name].pop(0)
 
 
+def _parsed(text: str | None):
+    return parse_tcot(text) if text else None
+
+
+def check_tcot_coverage(pairs: Sequence[Pair], hard_negatives: int) -> None:
+    """Warn when hard negatives lack the T-CoTs their positives have: the embedder can then tell
+    the positive by its evidence alone, a shortcut that does not exist at evaluation."""
+    used = [(p, j) for p in pairs if p.pos_tcot for j in range(min(len(p.negs), hard_negatives))]
+    bare = sum(1 for p, j in used if not p.neg_tcot(j))
+    if bare:
+        logger.warning("use_tcot with hard negatives: %d of %d hard negatives have no T-CoT ('neg_tcot') while "
+                       "their positives do; annotate them or set hard_negatives=0", bare, len(used))
+
+
 @dataclass
 class PairCollator:
     """Pairs -> chunks of backend inputs: queries, then positives followed by hard negatives.
@@ -110,9 +127,8 @@ class PairCollator:
             targets.extend(p.negs[: self.hard_negatives])
         q_tcots = t_tcots = None
         if self.use_tcot:
-            q_tcots = [parse_tcot(p.qry_tcot) if p.qry_tcot else None for p in pairs]
-            # positives carry their annotation; negatives have none in pairs files
-            t_tcots = [parse_tcot(p.pos_tcot) if p.pos_tcot else None for p in pairs]
-            t_tcots += [None] * (len(targets) - len(pairs))
+            q_tcots = [_parsed(p.qry_tcot) for p in pairs]
+            t_tcots = [_parsed(p.pos_tcot) for p in pairs]
+            t_tcots += [_parsed(p.neg_tcot(j)) for p in pairs for j in range(min(len(p.negs), self.hard_negatives))]
         return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),
                 "n_pos": len(pairs)}

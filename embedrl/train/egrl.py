@@ -5,6 +5,8 @@ functions (embedrl/train/rewards.py), each logged on its own (`rewards/<name>/me
 format, process (a discriminator picks the positive among shuffled candidate T-CoTs) and
 outcome (the rollout's embedding against the other side of the batch's pairs plus the
 pair's hard negatives). Rollouts are made for both the query and the target of each pair.
+A rollout the embedder cannot use (broken tags or JSON, boxes or key frames that do not fit
+the item) earns 0 from every reward; training goes on.
 
 Cost: the sides a rollout is scored against are embedded once, with their cached T-CoT
 (the pairs' annotations), and kept in a `CandidateBank`; per step only the distinct
@@ -29,7 +31,7 @@ from embedrl.io import write_json
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import Embedder, load_embedder
 from embedrl.models.prompts import build_messages
-from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot
+from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
 from embedrl.train.rewards import (
     completion_text,
     discriminator_prompt,
@@ -106,8 +108,8 @@ class RolloutDataset:
 class CandidateBank:
     """Embeddings of what rollouts are scored against, computed once each and kept.
 
-    Keys: ("query", i) and ("target", i) with the pair's annotated T-CoT (when
-    `use_annotations`), ("neg", i, j) for the pair's j-th hard negative (raw).
+    Keys: ("query", i) and ("target", i), ("neg", i, j) for the pair's j-th hard negative; each
+    with its annotated T-CoT when `use_annotations` and the pairs file has one.
     """
 
     def __init__(self, embedder: Embedder, pairs: Sequence[Pair], use_annotations: bool = True, batch_size: int = 32):
@@ -121,7 +123,8 @@ class CandidateBank:
 
     def _item(self, key: tuple) -> tuple[Item, TCoT | None]:
         if key[0] == "neg":
-            return self.pairs[key[1]].negs[key[2]], None
+            text = self.pairs[key[1]].neg_tcot(key[2])
+            return self.pairs[key[1]].negs[key[2]], parse_tcot(text) if text and self.use_annotations else None
         pair = self.pairs[key[1]]
         return (pair.query if key[0] == "query" else pair.pos), self.annotation(key[0], key[1])
 
@@ -177,18 +180,25 @@ class OutcomeReward(_RolloutReward):
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
+        # A rollout the embedder cannot use earns nothing. Scoring it as the raw item instead would
+        # pay the policy for breaking the format whenever raw input retrieves better than its T-CoTs.
+        usable = [row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None]
         # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common).
         distinct: dict[tuple, int] = {}  # (pair, role, text) -> row of its first occurrence
-        for row, key in enumerate(zip(pair_index, role, texts)):
-            distinct.setdefault(key, row)
+        for row in usable:
+            distinct.setdefault((pair_index[row], role[row], texts[row]), row)
+        out = [0.0] * len(texts)
+        if not distinct:
+            return out
         rows = list(distinct.values())
         vectors = self.embedder.encode([items[n] for n in rows], [tcots[n] for n in rows],
                                        batch_size=self.batch_size)
         slot = {key: k for k, key in enumerate(distinct)}
         in_batch = sorted(set(pair_index))
         sim_pos, sim_neg = [], []
-        for i, r, t in zip(pair_index, role, texts):
-            v = vectors[slot[(i, r, t)]]
+        for row in usable:
+            i, r = pair_index[row], role[row]
+            v = vectors[slot[(i, r, texts[row])]]
             other = "target" if r == "query" else "query"
             negs = [(other, j) for j in in_batch if j != i]
             if r == "query":
@@ -197,9 +207,11 @@ class OutcomeReward(_RolloutReward):
             sim_neg.append(self.bank.get(negs) @ v)
         width = max(len(s) for s in sim_neg)
         padded = torch.full((len(sim_neg), width), float("nan"))
-        for row, sims in enumerate(sim_neg):
-            padded[row, :len(sims)] = sims
-        return outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau).tolist()
+        for k, sims in enumerate(sim_neg):
+            padded[k, :len(sims)] = sims
+        for row, reward in zip(usable, outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau).tolist()):
+            out[row] = reward
+        return out
 
 
 class ProcessReward(_RolloutReward):
@@ -217,11 +229,11 @@ class ProcessReward(_RolloutReward):
         return render_tcot(tcot) if tcot else (pair.query if role == "query" else pair.pos).text
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
-        _, tcots, _ = self.rollouts(completions, pair_index, role)
+        items, tcots, _ = self.rollouts(completions, pair_index, role)
         in_batch = sorted(set(pair_index))
         prompts, sizes, golds, rows = [], [], [], []
         for row, (i, r, t) in enumerate(zip(pair_index, role, tcots)):
-            if not t.valid:
+            if usable_tcot(t, items[row]) is None:
                 continue  # a broken T-CoT cannot be judged: reward 0
             other = "target" if r == "query" else "query"
             pool = [j for j in in_batch if j != i]

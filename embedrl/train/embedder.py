@@ -33,7 +33,7 @@ from embedrl.errors import EmbedrlError
 from embedrl.items import read_pairs
 from embedrl.models.base import Embedder, load_embedder
 from embedrl.train.checkpoints import resume_checkpoint
-from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset
+from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset, check_tcot_coverage
 from embedrl.train.losses import InfoNCELoss
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
     if config.max_train_pairs:
         pairs = pairs[: config.max_train_pairs]
+    if config.use_tcot:
+        check_tcot_coverage(pairs, config.hard_negatives)
     dataset = PairDataset(pairs)
     logger.info("%d pairs from %d dataset(s): %s", len(pairs), len(dataset.by_dataset()),
                 ", ".join(f"{k or '(none)'}={len(v)}" for k, v in dataset.by_dataset().items()))

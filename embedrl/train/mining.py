@@ -31,10 +31,12 @@ def _target_key(row: dict[str, Any]) -> tuple:
     return tuple(str(row.get(f) or "") for f in TARGET_FIELDS)
 
 
+def _listed(value: Any) -> list:
+    return [] if value in (None, "") else (value if isinstance(value, list) else [value])
+
+
 def _append(row: dict[str, Any], field: str, values: list) -> None:
-    existing = row.get(field)
-    existing = [] if existing in (None, "") else (existing if isinstance(existing, list) else [existing])
-    row[field] = existing + values
+    row[field] = _listed(row.get(field)) + values
 
 
 def mine_hard_negatives(embedder: Embedder, pairs_path: str | Path, out_path: str | Path,
@@ -77,6 +79,9 @@ def mine_hard_negatives(embedder: Embedder, pairs_path: str | Path, out_path: st
             if not picks:
                 continue
             row = rows[row_i]
+            had = max(len(_listed(row.get(f))) for f in ("neg_text", "neg_image_path", "neg_frames"))
+            if row.get("neg_tcot") or any(p.get("pos_tcot") for p in picks):  # one annotation (or null) per negative
+                row["neg_tcot"] = (_listed(row.get("neg_tcot")) or [None] * had) + [p.get("pos_tcot") for p in picks]
             _append(row, "neg_text", [p.get("pos_text") or "" for p in picks])
             _append(row, "neg_image_path", [p.get("pos_image_path") or "" for p in picks])
             if any(p.get("pos_frames") for p in picks):
