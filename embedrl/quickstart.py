@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"embedder": ["max_steps=10", "per_device_train_batch_size=8"], "sft": ["max_steps=10"],
              "eg_rl": ["max_steps=2", "max_completion_length=24"], "eval_queries": 4, "max_new_tokens": 24},
-    "small": {"embedder": ["max_steps=300"], "sft": ["max_steps=300"], "eg_rl": ["max_steps=30"],
+    "small": {"embedder": ["max_steps=300"], "sft": [], "eg_rl": [],
               "eval_queries": 30, "max_new_tokens": 112},
     "medium": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 100, "max_new_tokens": 128},
 }

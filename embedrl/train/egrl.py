@@ -55,8 +55,8 @@ class EGRLConfig(GRPOConfig):
     train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style, with T-CoT annotations)."})
     data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
     format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})
-    process_weight: float = field(default=0.8, metadata={"help": "beta (paper): weight of the process reward."})
-    outcome_weight: float = field(default=0.2, metadata={"help": "gamma: weight of the outcome reward."})
+    process_weight: float = field(default=0.2, metadata={"help": "beta (paper): weight of the process reward."})
+    outcome_weight: float = field(default=0.8, metadata={"help": "gamma: weight of the outcome reward."})
     outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
     outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
     discriminator: str | None = field(default=None, metadata={
