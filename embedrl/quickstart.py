@@ -12,7 +12,7 @@ so a killed run resumes where it stopped):
   8. report.md (table, curves, timings) and report.json
 Step counts are scaled by size (`SIZES`): `small` runs the recipes unchanged and scores them
 as `embedrl eval ablation --config eval/ablation_tiny.yaml` does, so its table is one seed of
-that ablation (about 8 minutes on 2 CPU cores).
+that ablation (about 7 minutes on 2 CPU cores, plus 2 for the install).
 """
 
 from __future__ import annotations
