@@ -165,7 +165,8 @@ class Pair:
         return self.neg_tcots[j] if j < len(self.neg_tcots) else None
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """A JSONL field that may be missing, empty, one value or a list, as a list."""
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -179,12 +180,12 @@ def pair_from_row(row: dict[str, Any], root: str | os.PathLike | None = None) ->
         raise EmbedrlError("missing field 'pos_text' (or 'pos_image_path')")
     query = Item(text=strip_placeholders(row.get("qry") or ""),
                  image=resolve_path(row.get("qry_image_path"), root),
-                 frames=[resolve_path(f, root) for f in _as_list(row.get("qry_frames"))] or None)
+                 frames=[resolve_path(f, root) for f in as_list(row.get("qry_frames"))] or None)
     pos = Item(text=strip_placeholders(row.get("pos_text") or ""),
                image=resolve_path(row.get("pos_image_path"), root),
-               frames=[resolve_path(f, root) for f in _as_list(row.get("pos_frames"))] or None)
-    neg_texts, neg_images = _as_list(row.get("neg_text")), _as_list(row.get("neg_image_path"))
-    neg_frames = _as_list(row.get("neg_frames"))
+               frames=[resolve_path(f, root) for f in as_list(row.get("pos_frames"))] or None)
+    neg_texts, neg_images = as_list(row.get("neg_text")), as_list(row.get("neg_image_path"))
+    neg_frames = as_list(row.get("neg_frames"))
     n_negs = max(len(neg_texts), len(neg_images), len(neg_frames))
     negs = []
     for i in range(n_negs):
@@ -194,7 +195,7 @@ def pair_from_row(row: dict[str, Any], root: str | os.PathLike | None = None) ->
             image=resolve_path(neg_images[i], root) if i < len(neg_images) else None,
             frames=[resolve_path(f, root) for f in frames] if frames else None,
         ))
-    neg_tcots = _as_list(row.get("neg_tcot"))
+    neg_tcots = as_list(row.get("neg_tcot"))
     if neg_tcots and len(neg_tcots) != n_negs:
         raise EmbedrlError(f"'neg_tcot' has {len(neg_tcots)} entries for {n_negs} hard negatives (one each, "
                            "null where a negative has none)")

@@ -19,7 +19,7 @@ import torch
 
 from embedrl.errors import EmbedrlError
 from embedrl.io import iter_jsonl, write_jsonl
-from embedrl.items import pair_from_row
+from embedrl.items import as_list, pair_from_row
 from embedrl.models.base import Embedder
 
 logger = logging.getLogger(__name__)
@@ -31,12 +31,8 @@ def _target_key(row: dict[str, Any]) -> tuple:
     return tuple(str(row.get(f) or "") for f in TARGET_FIELDS)
 
 
-def _listed(value: Any) -> list:
-    return [] if value in (None, "") else (value if isinstance(value, list) else [value])
-
-
 def _append(row: dict[str, Any], field: str, values: list) -> None:
-    row[field] = _listed(row.get(field)) + values
+    row[field] = as_list(row.get(field)) + values
 
 
 def mine_hard_negatives(embedder: Embedder, pairs_path: str | Path, out_path: str | Path,
@@ -79,9 +75,9 @@ def mine_hard_negatives(embedder: Embedder, pairs_path: str | Path, out_path: st
             if not picks:
                 continue
             row = rows[row_i]
-            had = max(len(_listed(row.get(f))) for f in ("neg_text", "neg_image_path", "neg_frames"))
+            had = max(len(as_list(row.get(f))) for f in ("neg_text", "neg_image_path", "neg_frames"))
             if row.get("neg_tcot") or any(p.get("pos_tcot") for p in picks):  # one annotation (or null) per negative
-                row["neg_tcot"] = (_listed(row.get("neg_tcot")) or [None] * had) + [p.get("pos_tcot") for p in picks]
+                row["neg_tcot"] = (as_list(row.get("neg_tcot")) or [None] * had) + [p.get("pos_tcot") for p in picks]
             _append(row, "neg_text", [p.get("pos_text") or "" for p in picks])
             _append(row, "neg_image_path", [p.get("pos_image_path") or "" for p in picks])
             if any(p.get("pos_frames") for p in picks):
