@@ -67,15 +67,20 @@ def test_process_reward_and_choice_parsing():
     assert "(A) x" in prompt and "(B) y" in prompt
 
 
-class _KeywordJudge(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that picks the candidate sharing the query's first keyword."""
+class _Judge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that picks the candidate in `golds` (or, with `contrary`, one that
+    is not), and keeps the candidate lists it was shown."""
+
+    golds: set[str] = set()
+    contrary = False
+    seen: list[list[str]] = []
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][0]["content"]
-        query = parse_tcot(prompt.split("\n")[0].removeprefix("Query evidence: "))
-        lines = [ln for ln in prompt.split("\n") if ln.startswith("(")]
-        letter = next((ln[1] for ln in lines if query.keywords and query.keywords[0] in ln), "Z")
+        lines = [ln for ln in body["messages"][0]["content"].split("\n") if ln.startswith("(")]
+        candidates = [ln[4:] for ln in lines]
+        type(self).seen.append(candidates)
+        letter = next((ln[1] for ln, c in zip(lines, candidates) if (c in self.golds) != self.contrary), "Z")
         payload = json.dumps({"choices": [{"message": {"content": letter}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -87,27 +92,38 @@ class _KeywordJudge(BaseHTTPRequestHandler):
         pass
 
 
-def test_process_reward_through_an_endpoint_discriminator(tiny_clip_dir, synth_tiny_dir):
+def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(tiny_clip_dir, synth_tiny_dir):
     from embedrl.items import read_pairs
     from embedrl.models.base import load_embedder
     from embedrl.train.egrl import CandidateBank, ProcessReward, RolloutDataset
 
-    server = HTTPServer(("127.0.0.1", 0), _KeywordJudge)
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
-        pairs = pairs[:6]
+        norm = lambda text: render_tcot(parse_tcot(text))  # noqa: E731
+        # pairs whose hard negatives' T-CoTs differ from the positive's (the annotator sometimes
+        # writes the same T-CoT for both: then no judge can tell them apart)
+        pairs = [p for p in pairs if len(p.neg_tcots) == 2 and norm(p.pos_tcot) not in map(norm, p.neg_tcots)][:6]
+        assert len(pairs) == 6
         dataset = RolloutDataset(pairs)
         bank = CandidateBank(load_embedder(str(tiny_clip_dir)), pairs)
         judge = OpenAIDiscriminator(f"http://127.0.0.1:{server.server_port}/v1", "judge")
         reward = ProcessReward(dataset, judge, bank, n_candidates=3, seed=0)
-        # A query rollout that copies the positive's first keyword is judged right; a broken one gets 0.
-        rollouts = [render_tcot(TCoT(keywords=[parse_tcot(p.pos_tcot).keywords[0]], answer="x")) for p in pairs[:4]]
-        rollouts.append("<thinking>{broken")
-        scores = reward(rollouts, pair_index=[0, 1, 2, 3, 4], role=["query"] * 5)
-        assert scores[-1] == 0.0
-        # other candidates may share the keyword (then the judge may pick wrong): most must be right
-        assert sum(scores[:4]) >= 3
+        _Judge.golds = {norm(p.pos_tcot) for p in pairs[:4]} | {norm(pairs[5].qry_tcot)}
+        rollouts = [p.qry_tcot for p in pairs[:4]] + ["<thinking>{broken", pairs[5].pos_tcot]
+        roles = ["query"] * 5 + ["target"]
+        scores = reward(rollouts, pair_index=[0, 1, 2, 3, 4, 5], role=roles)
+        assert scores == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]  # a broken T-CoT is not judged
+        # a query is told apart from its own hard negatives (one detail off), the gold shuffled in
+        for i, shown in enumerate(_Judge.seen[:4]):
+            assert sorted(shown) == sorted([norm(pairs[i].pos_tcot)] + [norm(t) for t in pairs[i].neg_tcots])
+        gold_positions = [shown.index(norm(pairs[i].pos_tcot)) for i, shown in enumerate(_Judge.seen[:4])]
+        assert len(set(gold_positions)) > 1
+        # a target is told apart from other queries of the batch
+        assert norm(pairs[5].qry_tcot) in _Judge.seen[4] and len(_Judge.seen[4]) == 3
+        _Judge.contrary = True
+        assert reward(rollouts[:4], pair_index=[0, 1, 2, 3], role=["query"] * 4) == [0.0] * 4
     finally:
         server.shutdown()
 

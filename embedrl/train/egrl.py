@@ -117,16 +117,16 @@ class CandidateBank:
         self.batch_size = batch_size
         self.vectors: dict[tuple, torch.Tensor] = {}
 
-    def annotation(self, role: str, i: int) -> TCoT | None:
-        text = self.pairs[i].qry_tcot if role == "query" else self.pairs[i].pos_tcot
+    def annotation(self, role: str, i: int, j: int = 0) -> TCoT | None:
+        """The annotated T-CoT of pair i's query, target, or j-th hard negative (role "neg")."""
+        pair = self.pairs[i]
+        text = pair.neg_tcot(j) if role == "neg" else pair.qry_tcot if role == "query" else pair.pos_tcot
         return parse_tcot(text) if text and self.use_annotations else None
 
     def _item(self, key: tuple) -> tuple[Item, TCoT | None]:
-        if key[0] == "neg":
-            text = self.pairs[key[1]].neg_tcot(key[2])
-            return self.pairs[key[1]].negs[key[2]], parse_tcot(text) if text and self.use_annotations else None
         pair = self.pairs[key[1]]
-        return (pair.query if key[0] == "query" else pair.pos), self.annotation(key[0], key[1])
+        item = pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
+        return item, self.annotation(*key)
 
     def get(self, keys: Sequence[tuple]) -> torch.Tensor:
         missing = [k for k in dict.fromkeys(keys) if k not in self.vectors]
@@ -223,10 +223,24 @@ class ProcessReward(_RolloutReward):
         self.discriminator, self.bank, self.n_candidates = discriminator, bank, n_candidates
         self.rng = random.Random(seed)
 
-    def _text(self, role: str, i: int) -> str:
-        tcot = self.bank.annotation(role, i)
-        pair = self.dataset.pairs[i]
-        return render_tcot(tcot) if tcot else (pair.query if role == "query" else pair.pos).text
+    def _text(self, key: tuple) -> str:
+        """A candidate as the discriminator reads it: its annotated T-CoT, else its raw text."""
+        if key[0] == "neg":
+            pair = self.dataset.pairs[key[1]]
+            tcot = self.bank.annotation("neg", key[1], key[2])
+            return render_tcot(tcot) if tcot else pair.negs[key[2]].text
+        tcot = self.bank.annotation(key[0], key[1])
+        pair = self.dataset.pairs[key[1]]
+        return render_tcot(tcot) if tcot else (pair.query if key[0] == "query" else pair.pos).text
+
+    def negatives(self, i: int, role: str, in_batch: list[int]) -> list[tuple]:
+        """Keys of the wrong candidates for pair i's `role` rollout: a query's own hard negatives
+        first (the near misses its evidence must rule out), topped up with other pairs of the batch."""
+        other = "target" if role == "query" else "query"
+        hard = [("neg", i, j) for j in range(len(self.dataset.pairs[i].negs))] if role == "query" else []
+        hard = self.rng.sample(hard, min(len(hard), self.n_candidates - 1))
+        pool = [(other, j) for j in in_batch if j != i]
+        return hard + self.rng.sample(pool, min(len(pool), self.n_candidates - 1 - len(hard)))
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, _ = self.rollouts(completions, pair_index, role)
@@ -235,10 +249,9 @@ class ProcessReward(_RolloutReward):
         for row, (i, r, t) in enumerate(zip(pair_index, role, tcots)):
             if usable_tcot(t, items[row]) is None:
                 continue  # a broken T-CoT cannot be judged: reward 0
-            other = "target" if r == "query" else "query"
-            pool = [j for j in in_batch if j != i]
-            negatives = [self._text(other, j) for j in self.rng.sample(pool, min(len(pool), self.n_candidates - 1))]
-            candidates, gold = shuffle_candidates(self._text(other, i), negatives, self.rng)
+            positive = ("target" if r == "query" else "query", i)
+            negatives = [self._text(k) for k in self.negatives(i, r, in_batch)]
+            candidates, gold = shuffle_candidates(self._text(positive), negatives, self.rng)
             prompts.append(discriminator_prompt(render_tcot(t), candidates))
             sizes.append(len(candidates))
             golds.append(gold)
