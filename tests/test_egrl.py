@@ -185,3 +185,17 @@ def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tin
     parts = row["generation_s"] + row["reward_s"] + row["update_s"]
     assert abs(parts - row["total_s"]) < 1e-6 and row["generation_s"] > 0 and row["update_s"] > 0
     assert "rewards together" in capsys.readouterr().out
+
+
+def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):
+    from embedrl.data.synth import VERSION
+    from embedrl.errors import EmbedrlError
+    from embedrl.eval.ablation import AblationConfig, run_ablation
+
+    data = tmp_path / "synth"
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps({"generator": "embedrl.data.synth", "version": VERSION - 1,
+                                                "seed": 0, "size": "small"}))
+    with pytest.raises(EmbedrlError, match=f"version {VERSION - 1}.*--overwrite"):
+        run_ablation(AblationConfig(out=str(tmp_path / "out"), data=str(data)))
+    assert not (tmp_path / "out").exists()  # nothing was started

@@ -168,3 +168,52 @@ def test_sft_teaches_the_t_cot_format(bench, tiny_reasoner_dir, tmp_path):
     _sft(bench, tiny_reasoner_dir, tmp_path / "sft", "max_steps=100", "learning_rate=2e-3")
     after = _valid_share(load_reasoner(tmp_path / "sft", device="cpu"), held_out)
     assert after > before and after >= 0.2, (before, after)
+
+
+WARMUP_RECIPE = RECIPE.parent / "reasoner_warmup_tiny.yaml"
+
+
+def test_warmup_captions_name_every_object_most_salient_first(tmp_path):
+    from embedrl.data.synth_scenes import Scene, salience_order
+    from embedrl.train.reasoner_warmup import render_scenes
+
+    rows = render_scenes(tmp_path / "scenes", 6, seed=3)
+    assert len(rows) == 6 and all(Path(r["image"]).is_file() for r in rows)
+    assert render_scenes(tmp_path / "scenes", 6, seed=3) == rows  # reused, not re-rendered
+    assert render_scenes(tmp_path / "other", 6, seed=4) != rows  # another stream, other scenes
+    scene = Scene.from_dict({"video": False, "bg": {"colour": [250, 250, 250], "texture": "plain", "shade": 0,
+                                                    "spacing": 8, "phase": 0},
+                             "objects": [{"shape": "circle", "colour": "red", "size": "small", "position": "left"},
+                                         {"shape": "square", "colour": "blue", "size": "large", "position": "top"}]})
+    from embedrl.train.reasoner_warmup import caption
+
+    parts = caption(scene).split("; ")
+    assert [p.split(" ")[:3] for p in parts] == [scene.objects[i].describe().split() for i in salience_order(scene)]
+    assert parts[0].startswith("large blue square")
+
+
+def test_warmup_trains_on_scene_captions_and_sft_starts_from_it(bench, tiny_reasoner_dir, items, tmp_path):
+    argv = ["-q", "train", "reasoner-warmup", "--config", str(WARMUP_RECIPE), f"model={tiny_reasoner_dir}",
+            f"output_dir={tmp_path / 'warm'}", "scenes=16", "max_steps=3", "per_device_train_batch_size=4",
+            "save_strategy='no'", "disable_tqdm=true", "logging_steps=1"]
+    assert main(argv) == 0
+    state = json.loads((tmp_path / "warm" / "trainer_state.json").read_text())
+    assert len([h for h in state["log_history"] if "loss" in h]) == 3
+    warm = load_reasoner(tmp_path / "warm", device="cpu")
+    assert warm.cache_key[1] != load_reasoner(tiny_reasoner_dir, device="cpu").cache_key[1]
+    assert len(warm.generate(items, role="target", max_new_tokens=8)) == 3
+    _sft(bench, tmp_path / "warm", tmp_path / "sft", "max_steps=2", "max_train_pairs=4",
+         "per_device_train_batch_size=2")
+    assert load_reasoner(tmp_path / "sft", device="cpu").cache_key[1] != warm.cache_key[1]
+
+
+def test_freeze_vision_trains_the_language_side_only(bench, tiny_reasoner_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    _sft(bench, tiny_reasoner_dir, tmp_path / "sft", "max_steps=2", "max_train_pairs=4",
+         "per_device_train_batch_size=2", "freeze_vision=true")
+    before = load_file(Path(tiny_reasoner_dir) / "model.safetensors")
+    after = load_file(tmp_path / "sft" / "model.safetensors")
+    vision = [k for k in before if ".visual." in f".{k}"]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k not in vision)

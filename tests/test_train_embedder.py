@@ -272,3 +272,29 @@ def test_two_process_training_scores_each_query_against_the_global_batch(tiny_cl
         runs[procs] = {row["candidates_per_query"] for row in logged}
     assert runs[1] == {8}    # 4 positives + 4 hard negatives of one process
     assert runs[2] == {16}   # ... of both processes, gathered with gradient
+
+
+def test_tcot_dropout_leaves_whole_sides_raw(tiny_clip_dir):
+    """Dropout drops a side's T-CoTs for every item of the batch at once (never the positive alone)."""
+    from embedrl.items import Pair
+
+    tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
+    pairs = [Pair(query=Item(text=f"q{i}"), pos=Item(text=f"p{i}"), negs=[Item(text=f"n{i}")],
+                  qry_tcot=tcot % ("x", "x"), pos_tcot=tcot % ("y", "y"), neg_tcots=[tcot % ("z", "z")])
+             for i in range(3)]
+    embedder = load_embedder(str(tiny_clip_dir))
+    raw_q = embedder.collate([p.query for p in pairs])["input_ids"]
+    raw_t = embedder.collate([p.pos for p in pairs] + [p.negs[0] for p in pairs])["input_ids"]
+    collator = PairCollator(embedder, hard_negatives=1, use_tcot=True, tcot_dropout=0.5)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        batch = collator(pairs)
+        q, t = batch["query_chunks"][0]["input_ids"], batch["target_chunks"][0]["input_ids"]
+        q_raw = [torch.equal(a, b) for a, b in zip(q, raw_q)]
+        t_raw = [torch.equal(a, b) for a, b in zip(t, raw_t)]
+        assert len(set(q_raw)) == 1 and len(set(t_raw)) == 1  # all or nothing per side
+        seen.add((q_raw[0], t_raw[0]))
+    assert seen == {(True, True), (True, False), (False, True), (False, False)}
+    always = PairCollator(embedder, hard_negatives=1, use_tcot=True)(pairs)
+    assert not torch.equal(always["query_chunks"][0]["input_ids"], raw_q)

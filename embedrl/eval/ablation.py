@@ -44,9 +44,13 @@ class AblationConfig:
     data: str = field(default="runs/synth", metadata={"help": "Synthetic benchmark folder (made if missing)."})
     data_size: str = field(default="small", metadata={"help": "Benchmark size when it has to be made."})
     embedder_recipe: str = "train/embedder_tiny_clip.yaml"
+    warmup_recipe: str | None = field(default=None, metadata={
+        "help": "Perception warm-up recipe for a from-scratch reasoner, run once before the seeds' SFT "
+                "(e.g. train/reasoner_warmup_tiny.yaml); none: SFT starts from the preset."})
     sft_recipe: str = "train/reasoner_sft_tiny.yaml"
     eg_rl_recipe: str = "train/eg_rl_tiny.yaml"
     embedder_overrides: list[str] = field(default_factory=list)
+    warmup_overrides: list[str] = field(default_factory=list)
     sft_overrides: list[str] = field(default_factory=list)
     eg_rl_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -71,12 +75,19 @@ def _train_embedder(config: AblationConfig, presets: Path, out: Path) -> None:
         f"output_dir={out}", *config.embedder_overrides]), resume=True)
 
 
-def _train_sft(config: AblationConfig, presets: Path, seed: int, out: Path) -> None:
+def _train_warmup(config: AblationConfig, presets: Path, out: Path) -> None:
+    from embedrl.train.reasoner_warmup import build_config, train_reasoner_warmup
+
+    train_reasoner_warmup(build_config(config.warmup_recipe, [
+        f"model={presets / 'tiny-reasoner'}", f"output_dir={out}", *config.warmup_overrides]), resume=True)
+
+
+def _train_sft(config: AblationConfig, start: Path, seed: int, out: Path) -> None:
     from embedrl.train.reasoner_sft import build_config, train_reasoner_sft
 
     data = Path(config.data)
     train_reasoner_sft(build_config(config.sft_recipe, [
-        f"model={presets / 'tiny-reasoner'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+        f"model={start}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
         f"output_dir={out}", f"seed={seed}", *config.sft_overrides]), resume=True)
 
 
@@ -104,6 +115,17 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
     write_json(out, scores)
 
 
+def _check_benchmark_version(data: Path) -> None:
+    """A benchmark written by an older generator lacks fields the stages rely on (e.g. `neg_tcot`)."""
+    from embedrl.data.synth import VERSION, read_meta
+
+    meta = read_meta(data)
+    if meta is not None and meta.get("version") != VERSION:
+        raise EmbedrlError(f"{data} holds synthetic benchmark version {meta.get('version')}, this embedrl writes "
+                           f"version {VERSION}; regenerate it (`embedrl data synth --out {data} --size "
+                           f"{meta.get('size')} --overwrite`) or point `data` at a new folder")
+
+
 def run_ablation(config: AblationConfig, name: str = "ablation",
                  rerun_hint: str = "embedrl eval ablation --config ...") -> dict[str, Any]:
     from embedrl.data.synth import generate_benchmark
@@ -111,6 +133,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
 
     out = Path(config.out)
     presets = out / "presets"
+    _check_benchmark_version(Path(config.data))
     pipe = Pipeline(name, rerun_hint, out / "timings.json")
     pipe.stage("synthetic benchmark", Path(config.data) / "meta.json", generate_benchmark, config.data, 0,
                config.data_size)
@@ -118,13 +141,17 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
         pipe.stage(f"preset {name}", presets / name / ".embedrl-preset.json", make_preset, name, presets / name)
     embedder = out / "embedder"
     pipe.stage("embedder", embedder / "embedrl.json", _train_embedder, config, presets, embedder)
+    needs_sft = any(v != "raw" for v in config.variants)
+    start = presets / "tiny-reasoner"
+    if config.warmup_recipe and needs_sft:
+        start = out / "warmup"
+        pipe.stage("reasoner warm-up", start / "embedrl_reasoner.json", _train_warmup, config, presets, start)
     scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
     for seed in config.seeds:
         run = out / f"seed{seed}"
         sft = run / "sft"
-        needs_sft = any(v != "raw" for v in config.variants)
         if needs_sft:
-            pipe.stage(f"seed {seed}: reasoner SFT", sft / "embedrl_reasoner.json", _train_sft, config, presets,
+            pipe.stage(f"seed {seed}: reasoner SFT", sft / "embedrl_reasoner.json", _train_sft, config, start,
                        seed, sft)
         for variant in config.variants:
             _, extra = VARIANTS[variant]

@@ -8,6 +8,7 @@ they accept the same specs and fail with the same one-line message.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,3 +41,19 @@ def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[
     except (OSError, ValueError) as e:
         raise EmbedrlError(f"cannot load {what} {spec!r}: {str(e).splitlines()[0]}") from e
     return model, processor
+
+
+# vision-tower parameter names across VLM families (Qwen2/2.5/3-VL: visual.*; LLaVA-style: vision_tower.*)
+VISION_PARAMS = re.compile(r"(^|\.)(visual|vision_tower|vision_model)\.")
+
+
+def freeze_vision_tower(model: Any, what: str = "model") -> int:
+    """Stop training the vision tower (train the language side only); returns how many tensors were frozen.
+
+    Fine-tuning a small VLM on a narrow text format wears away what its vision tower had learned;
+    keeping the tower fixed keeps its perception."""
+    frozen = [p.requires_grad_(False) for n, p in model.named_parameters() if VISION_PARAMS.search(n)]
+    if not frozen:
+        raise EmbedrlError(f"freeze_vision: the {what} has no parameters named like a vision tower "
+                           f"({VISION_PARAMS.pattern})")
+    return len(frozen)

@@ -19,6 +19,12 @@ COMMANDS = {
         "contrastive Embedder training (InfoNCE, GradCache, hard negatives, LoRA)",
         "Train an Embedder on a pairs JSONL. Any EmbedderTrainingConfig / TrainingArguments field can be set in "
         "the YAML file or as key=value (e.g. max_steps=200 lora=true)."),
+    "reasoner-warmup": (
+        "embedrl.train.reasoner_warmup", "build_config", "train_reasoner_warmup", "reasoner",
+        "perception warm-up of a from-scratch reasoner (the tiny preset): SFT on synthetic scene captions",
+        "Teach a reasoner that starts from random weights to read its image tokens, before T-CoT SFT: SFT on "
+        "captions of freshly rendered synthetic scenes. Real (pretrained) reasoners skip this. Any "
+        "ReasonerWarmupConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
     "reasoner-sft": (
         "embedrl.train.reasoner_sft", "build_config", "train_reasoner_sft", "reasoner",
         "T-CoT SFT of the Reasoner on a pairs file's annotations (TRL SFTTrainer, LoRA)",

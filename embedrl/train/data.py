@@ -107,13 +107,22 @@ class PairCollator:
     """Pairs -> chunks of backend inputs: queries, then positives followed by hard negatives.
 
     `chunk_size` 0 means one chunk per side (plain forward); GradCache uses smaller chunks.
-    With `use_tcot`, the pairs' `qry_tcot` / `pos_tcot` annotations condition the embedder.
+    With `use_tcot`, the pairs' `qry_tcot` / `pos_tcot` annotations condition the embedder;
+    `tcot_dropout` leaves a whole side of the batch raw with that probability (each side on its
+    own), so one embedder serves raw input and T-CoTs. Whole sides, so that no candidate is told
+    apart by merely having evidence.
     """
 
     embedder: Embedder
     hard_negatives: int = 0
     use_tcot: bool = False
     chunk_size: int = 0
+    tcot_dropout: float = 0.0
+
+    def _keep_tcots(self) -> bool:
+        import torch
+
+        return self.tcot_dropout <= 0 or torch.rand(()).item() >= self.tcot_dropout
 
     def _chunks(self, items, tcots) -> list[dict[str, Any]]:
         size = self.chunk_size or len(items)
@@ -126,8 +135,9 @@ class PairCollator:
         for p in pairs:
             targets.extend(p.negs[: self.hard_negatives])
         q_tcots = t_tcots = None
-        if self.use_tcot:
+        if self.use_tcot and self._keep_tcots():
             q_tcots = [_parsed(p.qry_tcot) for p in pairs]
+        if self.use_tcot and self._keep_tcots():
             t_tcots = [_parsed(p.pos_tcot) for p in pairs]
             t_tcots += [_parsed(p.neg_tcot(j)) for p in pairs for j in range(min(len(p.negs), self.hard_negatives))]
         return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),

@@ -66,6 +66,8 @@ class EGRLConfig(GRPOConfig):
         "help": "Score against the other side with its annotated T-CoT (else the raw item)."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines."})
+    freeze_vision: bool = field(default=False, metadata={
+        "help": "Keep the policy's vision tower as it is (train the language side only)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the policy."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -298,7 +300,7 @@ def build_egrl_config(config_path: str | None, overrides: list[str] | None) -> E
 
 def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> EGRLTrainer:
     """The trainer, its reward functions and their shared candidate bank, ready to `train()`."""
-    from embedrl.models.hf import load_vlm
+    from embedrl.models.hf import freeze_vision_tower, load_vlm
 
     pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad)
     if skipped:
@@ -322,6 +324,8 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
     model, processor = load_vlm(config.reasoner, what="reasoner")
     if hasattr(model, "merge_and_unload"):  # an SFT run saved as LoRA adapters: train the merged policy
         model = model.merge_and_unload()
+    if config.freeze_vision:
+        freeze_vision_tower(model, what=f"reasoner {config.reasoner}")
     peft_config = None
     if config.lora:
         from peft import LoraConfig

@@ -54,6 +54,9 @@ class EmbedderTrainingConfig(TrainingArguments):
     learnable_temperature: bool = field(default=False, metadata={"help": "Learn the temperature (not with GradCache)."})
     hard_negatives: int = field(default=1, metadata={"help": "Hard negatives per pair taken from neg_* fields."})
     use_tcot: bool = field(default=False, metadata={"help": "Condition on the pairs' qry_tcot/pos_tcot annotations."})
+    tcot_dropout: float = field(default=0.0, metadata={
+        "help": "With use_tcot: chance that a batch's query (or target) side is left raw, so the embedder "
+                "also serves raw input."})
     gradcache_chunk_size: int = field(default=0, metadata={
         "help": "GradCache chunk size in items (0: plain full-batch forward)."})
     gather_negatives: bool = field(default=True, metadata={"help": "Use other processes' items as negatives."})
@@ -225,7 +228,8 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         model=ContrastiveModel(embedder, config.temperature, config.learnable_temperature),
         args=config,
         train_dataset=dataset,
-        data_collator=PairCollator(embedder, config.hard_negatives, config.use_tcot, config.gradcache_chunk_size),
+        data_collator=PairCollator(embedder, config.hard_negatives, config.use_tcot, config.gradcache_chunk_size,
+                                   config.tcot_dropout),
         loss_fn=InfoNCELoss(gather=config.gather_negatives),
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))

@@ -29,6 +29,7 @@ from embedrl.config import build_config as _build_config
 from embedrl.errors import EmbedrlError
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import LORA_TARGETS
+from embedrl.models.hf import freeze_vision_tower
 from embedrl.models.prompts import ROLES, build_messages
 from embedrl.tcot import check_evidence, parse_tcot
 from embedrl.train.checkpoints import resume_checkpoint
@@ -56,6 +57,8 @@ class ReasonerSFTConfig(SFTConfig):
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: str = field(default=LORA_TARGETS, metadata={"help": "Regex of the modules LoRA wraps."})
     merge_lora: bool = field(default=False, metadata={"help": "Save the LoRA model merged (plain HF layout)."})
+    freeze_vision: bool = field(default=False, metadata={
+        "help": "Keep the vision tower's weights as they are (train the language side only)."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines instead of failing."})
     check_media: bool = field(default=True, metadata={"help": "Open every image before training starts."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
@@ -118,10 +121,6 @@ def make_dataset(examples: list[dict]):
 
 def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
     """Run SFT and save the final Reasoner to `config.output_dir`; returns that path."""
-    from trl import SFTTrainer
-
-    from embedrl.models.reasoner import load_reasoner
-
     pairs, bad_lines = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad,
                                   check_media=config.check_media)
     if config.max_train_pairs:
@@ -133,15 +132,28 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
         raise EmbedrlError(f"{config.train_data}: no usable T-CoT annotations ({dict(skipped)})")
     logger.info("T-CoT SFT on %d examples from %d pairs (skipped: %s)", len(examples), len(pairs),
                 dict(skipped) or "none")
-    reasoner = load_reasoner(config.model, device="cpu", processor_kwargs=config.processor_kwargs)  # the Trainer places the model
+    return run_sft(config, examples, resume)
+
+
+def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Path:
+    """SFTTrainer on prompt-completion examples; saves the Reasoner to `config.output_dir` (T-CoT SFT and
+    the perception warm-up both end here). LoRA when the config has `lora: true`."""
+    from trl import SFTTrainer
+
+    from embedrl.models.reasoner import load_reasoner
+
+    reasoner = load_reasoner(config.model, device="cpu",  # the Trainer places the model
+                             processor_kwargs=getattr(config, "processor_kwargs", None))
     model = reasoner.model
-    if config.lora:
+    if getattr(config, "lora", False):
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                                                  lora_dropout=config.lora_dropout,
                                                  target_modules=config.lora_target_modules))
         model.print_trainable_parameters()
+    if getattr(config, "freeze_vision", False):
+        freeze_vision_tower(model, what=f"reasoner {config.model}")
     model.train()
     trainer = SFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
                          processing_class=reasoner.processor)
@@ -150,6 +162,6 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
     trainer.save_state()  # trainer_state.json: the logged losses, for plots and checks
     if trainer.is_world_process_zero():
         reasoner.model = trainer.accelerator.unwrap_model(trainer.model)
-        reasoner.save_pretrained(out, merge_lora=config.merge_lora)
+        reasoner.save_pretrained(out, merge_lora=getattr(config, "merge_lora", False))
     trainer.accelerator.wait_for_everyone()
     return out
