@@ -1,9 +1,12 @@
-"""How much can query-side evidence help this embedder at all? Raw queries vs the oracle's T-CoTs.
+"""How much can evidence help this embedder at all? Raw input vs the oracle's and the annotator's T-CoTs.
 
 The synthetic benchmark's `oracle.jsonl` holds, per eval query, a T-CoT built from the
 details that separate the gold candidate from its hard negatives: the evidence a perfect
 query-side reasoner would write. Scoring an embedder with those T-CoTs (candidates raw)
 gives the ceiling that SFT and EG-RL reasoners are chasing on the query side.
+
+The generic annotator's T-CoTs (what T-CoT SFT imitates) on both sides bound what an SFT
+reasoner can give the embedder: if they do not beat raw input, no SFT reasoner will.
 
     python eval/oracle_ceiling.py --embedder runs/quickstart/embedder --data runs/quickstart/synth
 """
@@ -14,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from embedrl.data.synth import annotator_tcots, media_key, read_meta
 from embedrl.errors import EmbedrlError
 from embedrl.eval.mmeb import evaluate_task, load_specs
 from embedrl.eval.readers import read_task
@@ -31,6 +35,19 @@ class OracleQueries:
         if role != "query" or len(items) > len(self.tcots):
             raise EmbedrlError("the oracle only has T-CoTs for the eval queries")
         return self.tcots[:len(items)]
+
+
+class Annotator:
+    """Stands where a Reasoner would: the generic annotator's T-CoT of each eval item (either role)."""
+
+    def __init__(self, tcots: dict):
+        self.tcots = tcots
+
+    def generate(self, items, role="query", **_):
+        missing = [i for i in items if media_key(i.text, i.image, i.frames) not in self.tcots]
+        if missing:
+            raise EmbedrlError(f"{len(missing)} item(s) are not in this benchmark's eval sets (seed/size mismatch?)")
+        return [self.tcots[media_key(i.text, i.image, i.frames)] for i in items]
 
 
 def read_oracle(data: Path) -> dict[str, list[TCoT]]:
@@ -53,11 +70,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if not (data / "oracle.jsonl").is_file():
         raise SystemExit(f"{data} has no oracle.jsonl: point --data at a synthetic benchmark (embedrl data synth)")
     embedder, oracle = load_embedder(args.embedder), read_oracle(data)
-    rows: dict[str, dict[str, float]] = {"raw": {}, "oracle query T-CoT": {}}
+    meta = read_meta(data) or {}
+    annotator = Annotator(annotator_tcots(meta.get("seed", 0), meta.get("size", "small")))
+    rows: dict[str, dict[str, float]] = {"raw": {}, "oracle query T-CoT": {}, "annotator T-CoT, both sides": {}}
     for spec in load_specs(data / "registry.yaml"):
         task = read_task(spec, data).head(args.queries)
-        for name, reasoner in (("raw", None), ("oracle query T-CoT", OracleQueries(oracle[spec.name]))):
-            score, _, _ = evaluate_task(embedder, task, reasoner, "query" if reasoner else "none", 64, ks=(1,))
+        for name, reasoner, mode in (("raw", None, "none"), ("oracle query T-CoT", OracleQueries(oracle[spec.name]), "query"),
+                                     ("annotator T-CoT, both sides", annotator, "both")):
+            score, _, _ = evaluate_task(embedder, task, reasoner, mode, 64, ks=(1,))
             rows[name][spec.name] = 100 * score["hit@1"]
     for scores in rows.values():
         scores["overall"] = sum(scores.values()) / len(scores)

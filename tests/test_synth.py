@@ -236,3 +236,25 @@ def test_oracle_rows_point_at_their_rows(bench):
         assert target.get("dataset", row["dataset"]) == row["dataset"]
         assert target.get("qid") == row.get("qid")
     assert json.loads((bench / "meta.json").read_text())["version"] >= 1
+
+
+def test_annotator_tcots_cover_every_eval_item_and_feed_the_ceiling_script(synth_tiny_dir, tiny_clip_dir):
+    import runpy
+
+    from embedrl.data.synth import annotator_tcots, media_key
+    from embedrl.eval.mmeb import load_specs
+    from embedrl.eval.readers import read_task
+
+    tcots = annotator_tcots(seed=0, size="tiny")
+    for spec in load_specs(synth_tiny_dir / "registry.yaml"):
+        task = read_task(spec, synth_tiny_dir)
+        for item in [*task.queries, *task.candidates]:
+            tcot = tcots[media_key(item.text, item.image, item.frames)]
+            assert tcot.valid and tcot.has_evidence
+            if item.text and not item.image and not item.frames:
+                assert all(k.lower() in item.text.lower() for k in tcot.keywords)  # copied from the text
+    script = Path(__file__).resolve().parents[1] / "eval" / "oracle_ceiling.py"
+    rows = runpy.run_path(str(script))["main"](["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
+                                                "--queries", "3"])
+    assert set(rows) == {"raw", "oracle query T-CoT", "annotator T-CoT, both sides"}
+    assert all(0 <= v <= 100 for r in rows.values() for v in r.values())

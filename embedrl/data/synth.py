@@ -47,7 +47,7 @@ from embedrl.data.synth_tasks import TASKS, Ctx, Example, Side, Task, annotate, 
 from embedrl.errors import EmbedrlError
 from embedrl.io import atomic_write, ensure_dir, read_json, write_json, write_jsonl
 from embedrl.items import Item
-from embedrl.tcot import render_tcot
+from embedrl.tcot import TCoT, render_tcot
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,24 @@ def _eval_rows(task: Task, examples: list[Example], rng: random.Random, media: _
             items.append(Item(text=c.text, instruction=task.tgt_inst, image=media.image(c) or None,
                               frames=media.frames(c) or None))
     return rows, oracle, items
+
+
+def media_key(text: str | None, image, frames) -> tuple[str, str, str]:
+    """An eval item's identity across path roots: its text, image file name and clip folder name."""
+    return (text or "", Path(str(image)).name if image else "", Path(str(frames[0])).parent.name if frames else "")
+
+
+def annotator_tcots(seed: int = 0, size: str = "small") -> dict[tuple[str, str, str], TCoT]:
+    """The generic annotator's T-CoT of every eval query and candidate of a benchmark, by `media_key`.
+
+    What T-CoT SFT imitates, so scoring with these bounds what an SFT reasoner can give an
+    embedder (eval/oracle_ceiling.py). Rebuilt from the generator, nothing is read from disk."""
+    media, out, eval_scenes = _Media(), {}, {}
+    for task in TASKS:
+        for ex in _examples(task, seed, "eval", SIZES[size].eval_queries, EVAL_HARD, eval_scenes):
+            for side in [ex.query, ex.gold, *(s for s, _ in ex.hard), *ex.others]:
+                out[media_key(side.text, media.image(side), media.frames(side))] = annotate(side)
+    return out
 
 
 def _corpus(items: list[Item]) -> list[dict]:
