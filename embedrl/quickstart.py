@@ -12,7 +12,8 @@ so a killed run resumes where it stopped):
   8. report.md (table, curves, timings) and report.json
 Step counts are scaled by size (`SIZES`): `small` runs the recipes unchanged and scores them
 as `embedrl eval ablation --config eval/ablation_tiny.yaml` does, so its table is one seed of
-that ablation (about 7 minutes on 2 CPU cores, plus 2 for the install).
+that ablation (about 7 minutes on 2 CPU cores, plus 2 for the install). Its reasoner starts
+from random weights and does not see; `eval/ablation_tiny_warm.yaml` warms it up first (40 min).
 """
 
 from __future__ import annotations
