@@ -125,7 +125,8 @@ class CandidateBank:
         text = pair.neg_tcot(j) if role == "neg" else pair.qry_tcot if role == "query" else pair.pos_tcot
         return parse_tcot(text) if text and self.use_annotations else None
 
-    def _item(self, key: tuple) -> tuple[Item, TCoT | None]:
+    def entry(self, key: tuple) -> tuple[Item, TCoT | None]:
+        """The item behind a key and its annotated T-CoT (None without one)."""
         pair = self.pairs[key[1]]
         item = pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
         return item, self.annotation(*key)
@@ -133,7 +134,7 @@ class CandidateBank:
     def get(self, keys: Sequence[tuple]) -> torch.Tensor:
         missing = [k for k in dict.fromkeys(keys) if k not in self.vectors]
         if missing:
-            items, tcots = zip(*(self._item(k) for k in missing))
+            items, tcots = zip(*(self.entry(k) for k in missing))
             vectors = self.embedder.encode(list(items), list(tcots), batch_size=self.batch_size)
             self.vectors.update(zip(missing, vectors))
         if not keys:
@@ -227,13 +228,8 @@ class ProcessReward(_RolloutReward):
 
     def _text(self, key: tuple) -> str:
         """A candidate as the discriminator reads it: its annotated T-CoT, else its raw text."""
-        if key[0] == "neg":
-            pair = self.dataset.pairs[key[1]]
-            tcot = self.bank.annotation("neg", key[1], key[2])
-            return render_tcot(tcot) if tcot else pair.negs[key[2]].text
-        tcot = self.bank.annotation(key[0], key[1])
-        pair = self.dataset.pairs[key[1]]
-        return render_tcot(tcot) if tcot else (pair.query if key[0] == "query" else pair.pos).text
+        item, tcot = self.bank.entry(key)
+        return render_tcot(tcot) if tcot else item.text
 
     def negatives(self, i: int, role: str, in_batch: list[int]) -> list[tuple]:
         """Keys of the wrong candidates for pair i's `role` rollout: a query's own hard negatives

@@ -38,6 +38,14 @@ logger = logging.getLogger(__name__)
 
 
 
+def set_bf16_default(config: SFTConfig) -> None:
+    """TRL's default is bf16; left unset, use it only where the GPU supports it (fp32 on CPU)."""
+    import torch
+
+    if config.bf16 is None and not config.fp16:
+        config.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 @dataclass
 class ReasonerSFTConfig(SFTConfig):
     """Everything `trl.SFTConfig` has, plus the fields below."""
@@ -64,10 +72,7 @@ class ReasonerSFTConfig(SFTConfig):
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
 
     def __post_init__(self):
-        import torch
-
-        if self.bf16 is None and not self.fp16:  # TRL's default is bf16; on a CPU-only machine use fp32
-            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        set_bf16_default(self)
         bad = sorted(set(self.roles) - set(ROLES))
         if bad or not self.roles:
             raise ValueError(f"roles must be a non-empty subset of {list(ROLES)}, not {self.roles}")

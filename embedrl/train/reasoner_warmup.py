@@ -41,10 +41,9 @@ class ReasonerWarmupConfig(SFTConfig):
         "help": "Where the rendered scenes are kept (default: output_dir/scenes); reused when it matches."})
 
     def __post_init__(self):
-        import torch
+        from embedrl.train.reasoner_sft import set_bf16_default
 
-        if self.bf16 is None and not self.fp16:  # TRL's default is bf16; on a CPU-only machine use fp32
-            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        set_bf16_default(self)
         if self.scenes < 1:
             raise ValueError(f"scenes must be at least 1, not {self.scenes}")
         super().__post_init__()
