@@ -199,3 +199,91 @@ def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):
     with pytest.raises(EmbedrlError, match=f"version {VERSION - 1}.*--overwrite"):
         run_ablation(AblationConfig(out=str(tmp_path / "out"), data=str(data)))
     assert not (tmp_path / "out").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("name", ["ablation_tiny.yaml", "ablation_tiny_warm.yaml"])
+def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
+    from pathlib import Path
+
+    from embedrl.config import build_config
+    from embedrl.eval.ablation import AblationConfig
+    from embedrl.train.egrl import build_egrl_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = build_config(AblationConfig, root / "eval" / name, [])
+    for recipe in (config.embedder_recipe, config.warmup_recipe, config.sft_recipe, config.eg_rl_recipe):
+        assert recipe is None or (root / recipe).is_file()
+    # the EG-RL overrides, the reasoner's modalities included, are fields EG-RL knows
+    rl = build_egrl_config(str(root / config.eg_rl_recipe), [
+        "reasoner=r", "embedder=e", "train_data=t", *config.modalities_override(), *config.eg_rl_overrides])
+    assert rl.modalities == config.tcot_modalities
+
+
+def test_ablation_rejects_unknown_modalities():
+    from embedrl.eval.ablation import AblationConfig
+
+    with pytest.raises(Exception, match="subset of"):
+        AblationConfig(tcot_modalities=["picture"])
+
+
+def _candidates(prompt: str) -> list[str]:
+    return [ln[4:] for ln in prompt.split("\n") if ln.startswith("(")]
+
+
+def test_discriminator_learns_from_the_process_rewards_own_questions(synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.train.discriminator import discriminator_examples
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    norm = lambda text: render_tcot(parse_tcot(text))  # noqa: E731
+    pairs = [p for p in pairs if p.neg_tcots][:6]
+    examples = discriminator_examples(pairs, n_candidates=3, questions=2, seed=0)
+    assert len(examples) == 6 * 2 * 2  # every pair, both roles, two questions each
+    letters = []
+    for n, example in enumerate(examples):
+        pair, role = pairs[n // 4], ("query", "target")[n // 2 % 2]
+        prompt = example["prompt"][0]["content"][0]["text"]
+        asked, positive = (pair.qry_tcot, pair.pos_tcot) if role == "query" else (pair.pos_tcot, pair.qry_tcot)
+        assert prompt.startswith(f"Query evidence: {norm(asked)}")
+        shown = _candidates(prompt)
+        letter = example["completion"][0]["content"][0]["text"]
+        letters.append(letter)
+        assert shown[ord(letter) - ord("A")] == norm(positive)
+        # nothing shown reads like the positive: such a question could only be guessed
+        assert shown.count(norm(positive)) == 1
+        hard = {norm(t) for t in pair.neg_tcots} - {norm(positive)}
+        if role == "query" and hard:  # a query is asked to rule out its own hard negatives
+            assert hard & set(shown)
+    assert len(set(letters)) > 1
+
+
+def test_train_discriminator_command_saves_a_discriminator(tiny_reasoner_dir, synth_tiny_dir, tmp_path):
+    from embedrl.cli import main
+    from embedrl.train.discriminator import load_discriminator
+
+    out = tmp_path / "disc"
+    assert main(["-q", "train", "discriminator", f"model={tiny_reasoner_dir}", f"output_dir={out}",
+                 f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"data_root={synth_tiny_dir}",
+                 "max_steps=2", "per_device_train_batch_size=2", "max_train_pairs=4", "use_cpu=true",
+                 "report_to=none", "save_strategy=no"]) == 0
+    choices = load_discriminator(str(out)).choose([discriminator_prompt("Q", ["x", "y", "z"])], [3])
+    assert len(choices) == 1 and choices[0] in (0, 1, 2, None)
+
+
+def test_rollouts_and_candidates_follow_the_reasoners_modalities(synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.models.prompts import modality_of
+    from embedrl.train.egrl import CandidateBank, RolloutDataset
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    visual = RolloutDataset(pairs, ["image", "video"])
+    rows = visual.hf[:]
+    kinds = {modality_of(visual.item(i, r)) for i, r in zip(rows["pair_index"], rows["role"])}
+    assert kinds == {"image", "video"} and len(visual.hf) < len(RolloutDataset(pairs).hf)
+    bank = CandidateBank(None, pairs, modalities=["image", "video"])
+    i = next(n for n, p in enumerate(pairs) if modality_of(p.pos) == "text" and p.pos_tcot)
+    j = next(n for n, p in enumerate(pairs) if modality_of(p.pos) == "image" and p.pos_tcot)
+    assert bank.entry(("target", i))[1] is None  # scored raw, as the reasoner leaves it at evaluation
+    assert bank.entry(("target", j))[1] is not None
+    with pytest.raises(Exception, match="modalities"):
+        RolloutDataset(pairs, ["document"])

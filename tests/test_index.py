@@ -439,3 +439,20 @@ def test_two_processes_build_the_same_index_as_one(tmp_path, tiny_clip_dir, clip
     ref_ids, ref_vectors = _index_contents(tmp_path / "one")
     assert ids == ref_ids and len(ids) == len(COLORS)
     np.testing.assert_allclose(vectors, ref_vectors, atol=1e-5)
+
+
+def test_a_reasoner_limited_to_images_leaves_text_items_raw_in_the_index(tmp_path, clip, image_folder,
+                                                                           tiny_reasoner_dir):
+    from embedrl.models.reasoner import load_reasoner
+
+    images = sorted(p for p in image_folder.rglob("*.png") if "corrupt" not in p.name)[:2]
+    corpus = Corpus([Item(text="a red square", id="t0"), Item(image=str(images[0]), id="i0"),
+                     Item(text="a blue square", id="t1"), Item(image=str(images[1]), id="i1")])
+    reasoner = load_reasoner(tiny_reasoner_dir, device="cpu", max_new_tokens=8, modalities=["image"])
+    manifest = build_index(clip, corpus, tmp_path / "idx", reasoner=reasoner, cache=tmp_path / "cache.sqlite")
+    assert manifest["reasoner"]["modalities"] == ["image"] and reasoner.generated_items == 2
+    r = Retriever.from_dir(tmp_path / "idx", model=clip, cache=tmp_path / "cache.sqlite")
+    hits = {h.id: h for h in r.search(Item(text="a red square"), k=4)[0]}
+    assert hits["t0"].tcot is None and hits["t1"].tcot is None
+    assert hits["i0"].tcot is not None and hits["i1"].tcot is not None
+    assert r._query_reasoner().modalities == ("image",)  # loaded from the manifest, limited alike

@@ -106,6 +106,25 @@ def test_cache_key_and_t_cot_cache_hit_on_second_pass(tiny_reasoner_dir, items, 
     assert reasoner.generated_items == len(items) + 2 and [t.answer for t in again] == [t.answer for t in first]
 
 
+def test_modalities_leave_other_items_raw_without_generating(tiny_reasoner_dir, items, pairs, tmp_path):
+    from embedrl.errors import EmbedrlError
+
+    reasoner = load_reasoner(tiny_reasoner_dir, device="cpu", cache=tmp_path / "tcot.sqlite", max_new_tokens=8,
+                             modalities=["image", "video"])
+    out = reasoner.generate(items, role="target")  # text, image, video
+    assert out[0] is None and isinstance(out[1], TCoT) and isinstance(out[2], TCoT)
+    assert reasoner.generated_items == 2  # the text item was never generated for
+    sampled = reasoner.generate(items[:2], role="query", num_samples=2, max_new_tokens=4)
+    assert sampled[0] == [None, None] and len(sampled[1]) == 2 and reasoner.generated_items == 3
+    assert reasoner.generate(items[:1], role="query") == [None] and reasoner.generated_items == 3
+    # SFT trains on what the reasoner will be asked for
+    examples, skipped = sft_examples(pairs, modalities=("image", "video"))
+    everything, _ = sft_examples(pairs)
+    assert 0 < len(examples) < len(everything) and skipped["other modality"] == len(everything) - len(examples)
+    with pytest.raises(EmbedrlError, match="subset of"):
+        load_reasoner(tiny_reasoner_dir, device="cpu", modalities=["pictures"])
+
+
 def test_sft_examples_prompt_matches_generation_and_loss_is_on_the_t_cot(reasoner, pairs):
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 

@@ -47,10 +47,14 @@ class AblationConfig:
     warmup_recipe: str | None = field(default=None, metadata={
         "help": "Perception warm-up recipe for a from-scratch reasoner, run once before the seeds' SFT "
                 "(e.g. train/reasoner_warmup_tiny.yaml); none: SFT starts from the preset."})
+    discriminator_recipe: str | None = field(default=None, metadata={
+        "help": "Recipe teaching the process reward's discriminator (e.g. train/discriminator_tiny.yaml), run "
+                "once; none: EG-RL's own default (the SFT reasoner)."})
     sft_recipe: str = "train/reasoner_sft_tiny.yaml"
     eg_rl_recipe: str = "train/eg_rl_tiny.yaml"
     embedder_overrides: list[str] = field(default_factory=list)
     warmup_overrides: list[str] = field(default_factory=list)
+    discriminator_overrides: list[str] = field(default_factory=list)
     sft_overrides: list[str] = field(default_factory=list)
     eg_rl_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -58,12 +62,22 @@ class AblationConfig:
     datasets: list[str] | None = None
     eval_queries: int | None = 40
     tcot_mode: str = "both"
+    tcot_modalities: list[str] | None = field(default=None, metadata={
+        "help": "Item modalities the reasoner writes T-CoTs for in EG-RL and evaluation (e.g. [image, video]); "
+                "items of others are embedded raw. SFT still learns from every annotation. None: all."})
     max_new_tokens: int = 128
 
     def __post_init__(self):
+        from embedrl.models.reasoner import check_modalities
+
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+        check_modalities(self.tcot_modalities)
+
+    def modalities_override(self) -> list[str]:
+        """The `modalities=...` override EG-RL gets (none when T-CoTs cover every modality)."""
+        return [f"modalities=[{','.join(self.tcot_modalities)}]"] if self.tcot_modalities else []
 
 
 def _train_embedder(config: AblationConfig, presets: Path, out: Path) -> None:
@@ -82,6 +96,15 @@ def _train_warmup(config: AblationConfig, presets: Path, out: Path) -> None:
         f"model={presets / 'tiny-reasoner'}", f"output_dir={out}", *config.warmup_overrides]), resume=True)
 
 
+def _train_discriminator(config: AblationConfig, presets: Path, out: Path) -> None:
+    from embedrl.train.discriminator import build_config, train_discriminator
+
+    data = Path(config.data)
+    train_discriminator(build_config(config.discriminator_recipe, [
+        f"model={presets / 'tiny-reasoner'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+        f"output_dir={out}", *config.discriminator_overrides]), resume=True)
+
+
 def _train_sft(config: AblationConfig, start: Path, seed: int, out: Path) -> None:
     from embedrl.train.reasoner_sft import build_config, train_reasoner_sft
 
@@ -97,7 +120,8 @@ def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, e
     data = Path(config.data)
     train_eg_rl(build_egrl_config(config.eg_rl_recipe, [
         f"reasoner={sft}", f"embedder={embedder}", f"train_data={data / 'train' / 'pairs.jsonl'}",
-        f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.eg_rl_overrides, *extra]), resume=True)
+        f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.modalities_override(),
+        *config.eg_rl_overrides, *extra]), resume=True)
 
 
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
@@ -109,7 +133,7 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
         from embedrl.models.reasoner import load_reasoner
 
         loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
-                               max_new_tokens=config.max_new_tokens)
+                               max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
     scores = quick_eval(load_embedder(str(embedder)), config.data, config.datasets, loaded,
                         config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
     write_json(out, scores)
@@ -146,6 +170,13 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     if config.warmup_recipe and needs_sft:
         start = out / "warmup"
         pipe.stage("reasoner warm-up", start / "embedrl_reasoner.json", _train_warmup, config, presets, start)
+    needs_rl = any(VARIANTS[v][1] is not None for v in config.variants)
+    rl_extra = []
+    if config.discriminator_recipe and needs_rl:
+        discriminator = out / "discriminator"
+        pipe.stage("discriminator", discriminator / "embedrl_reasoner.json", _train_discriminator, config, presets,
+                   discriminator)
+        rl_extra = [f"discriminator={discriminator}"]
     scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
     for seed in config.seeds:
         run = out / f"seed{seed}"
@@ -159,14 +190,14 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
             if extra is not None:
                 reasoner = run / variant
                 pipe.stage(f"seed {seed}: {variant}", reasoner / "embedrl_reasoner.json", _train_eg_rl, config, sft,
-                           embedder, seed, extra, reasoner)
+                           embedder, seed, [*rl_extra, *extra], reasoner)
             result = (out / "raw.json") if variant == "raw" else run / f"eval_{variant}.json"
             pipe.stage(f"seed {seed}: evaluate {variant}", result, _evaluate, config, embedder, reasoner, result)
             scores[variant][seed] = read_json(result)
     summary = summarize(scores)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_queries": config.eval_queries,
-              "tcot_mode": config.tcot_mode, "timings_s": pipe.timings}
+              "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "timings_s": pipe.timings}
     write_json(out / "ablation.json", report)
     (out / "ablation.md").write_text(format_table(summary), encoding="utf-8")
     plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])

@@ -30,6 +30,9 @@ def register(sub) -> None:
         p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot query|both)")
         p.add_argument("--tcot", choices=("none", "query", "both"), default="none",
                        help="T-CoT side(s): none, query only, or query and candidates")
+        p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
+                       help="write T-CoTs only for items of these modalities (text image video document); "
+                            "others are embedded raw (default: all)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
@@ -87,7 +90,7 @@ def cmd_run(args) -> int:
     from embedrl.models.reasoner import load_reasoner
 
     # cache=True: target T-CoTs are shared with indexing and training
-    reasoner = load_reasoner(args.reasoner, cache=True) if args.reasoner else None
+    reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, batch_size=args.batch_size,
                    metadata={"model_name": args.model})

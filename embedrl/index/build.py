@@ -208,7 +208,7 @@ def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike
         rows, vectors = done if done else ([], np.zeros((0, embedder.dim), np.float32))
         return EncodedShard(
             vectors=vectors, rows=[start + i for i in rows],
-            tcots=[render_tcot(tcots[i]) if i in tcots else None for i in rows],
+            tcots=[render_tcot(tcots[i]) if tcots.get(i) is not None else None for i in rows],
             skipped=[{"pos": start + i, "id": items[i].id, "reason": reason} for i, reason in sorted(skipped.items())],
             stats=stats)
 
@@ -389,7 +389,10 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
     if reasoner is None:
         return None
     rid, rhash, version = reasoner_key(reasoner)
-    return {"id": rid, "hash": rhash, "prompt_version": version}
+    info = {"id": rid, "hash": rhash, "prompt_version": version}
+    if getattr(reasoner, "modalities", None) is not None:
+        info["modalities"] = list(reasoner.modalities)
+    return info
 
 
 def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int, manifest_head: dict[str, Any],

@@ -172,8 +172,9 @@ class TCoTCache:
             generated = reasoner.generate(list(todo.values()), role=role, **generate_kwargs)
             if len(generated) != len(todo):
                 raise EmbedrlError(f"reasoner returned {len(generated)} T-CoTs for {len(todo)} items")
-            self.put_many(zip(todo, generated))
-            new = dict(zip(todo, (_from_row(*_to_row(t)) for t in generated)))
+            # None: the reasoner leaves the item raw (not a modality it reasons about); nothing to store
+            self.put_many((k, t) for k, t in zip(todo, generated) if t is not None)
+            new = dict(zip(todo, (None if t is None else _from_row(*_to_row(t)) for t in generated)))
             cached = [t if t is not None else new[k] for k, t in zip(keys, cached)]
         return cached  # type: ignore[return-value]
 

@@ -16,6 +16,9 @@ def register(sub) -> None:
     p = commands.add_parser("build", help="encode a corpus (resumable, multi-process) and build an index")
     p.add_argument("--model", required=True, help="embedder: a saved model directory, open_clip:ARCH, or a Hub id")
     p.add_argument("--reasoner", help="reasoner for target T-CoTs (cached; omit to index raw items)")
+    p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
+                   help="T-CoTs only for items of these modalities (text image video document); others are "
+                        "indexed raw, and queries are treated alike at search time (default: all)")
     _corpus_args(p)
     p.add_argument("--out", required=True, help="index directory (rerun the same command to resume)")
     p.add_argument("--factory", help="FAISS factory string (Flat, HNSW32, IVF4096,PQ32, OPQ64_256,IVF...,PQ64); "
@@ -75,7 +78,7 @@ def cmd_build(args) -> int:
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 
-    reasoner = load_reasoner(args.reasoner) if args.reasoner else None
+    reasoner = load_reasoner(args.reasoner, modalities=args.tcot_modalities) if args.reasoner else None
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
     embedder = load_embedder(args.model)
     manifest = build_index(embedder, corpus, args.out, reasoner=reasoner, factory=args.factory,
@@ -113,8 +116,9 @@ def cmd_add(args) -> int:
     spec = args.model or manifest["embedder"].get("id")
     if not spec:
         raise EmbedrlError(f"{args.dir} was built from precomputed vectors; pass --model")
-    reasoner_spec = args.reasoner or (manifest.get("reasoner") or {}).get("id")
-    reasoner = load_reasoner(reasoner_spec) if reasoner_spec else None
+    built_with = manifest.get("reasoner") or {}
+    reasoner_spec = args.reasoner or built_with.get("id")
+    reasoner = load_reasoner(reasoner_spec, modalities=built_with.get("modalities")) if reasoner_spec else None
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
     result = add_to_index(args.dir, corpus, load_embedder(spec), reasoner=reasoner, cache=args.tcot_cache,
                           batch_size=args.batch_size)

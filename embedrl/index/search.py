@@ -103,7 +103,7 @@ class Retriever:
         if isinstance(reasoner, str):
             from embedrl.models.reasoner import load_reasoner
 
-            reasoner = load_reasoner(reasoner)
+            reasoner = load_reasoner(reasoner, modalities=(manifest.get("reasoner") or {}).get("modalities"))
         return cls(index_dir, manifest, index, store, embedder, reasoner, cache)
 
     def close(self) -> None:
@@ -125,7 +125,7 @@ class Retriever:
         if self.reasoner is None and built_with:
             from embedrl.models.reasoner import load_reasoner
 
-            self.reasoner = load_reasoner(built_with["id"])
+            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"))
         if self.reasoner is not None and built_with and reasoner_info(self.reasoner) != built_with:
             logger.warning("query reasoner %s differs from the one the index was built with (%s)",
                            reasoner_info(self.reasoner), built_with)

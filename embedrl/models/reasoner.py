@@ -31,7 +31,7 @@ import torch
 from embedrl.errors import EmbedrlError
 from embedrl.io import ensure_dir, write_json
 from embedrl.items import Item
-from embedrl.models.prompts import PROMPT_VERSION, ROLES, build_messages, modality_of
+from embedrl.models.prompts import MODALITIES, PROMPT_VERSION, ROLES, build_messages, modality_of
 from embedrl.tcot import TCoT, parse_tcot
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,9 @@ class Reasoner:
 
     def __init__(self, model, processor, name_or_path: str = "", device: str | torch.device | None = None,
                  weights_hash: str | None = None, cache=None, max_new_tokens: int = 128,
-                 batch_size: int = 32):
+                 batch_size: int = 32, modalities: Sequence[str] | None = None):
         self.model = model
+        self.modalities = check_modalities(modalities)
         self.processor = processor
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
@@ -179,8 +180,10 @@ class Reasoner:
 
     def generate(self, items: Sequence[Item], role: str = "query", num_samples: int = 1, batch_size: int | None = None,
                  max_new_tokens: int | None = None, show_progress: bool | None = None, use_tcot_cache: bool = True,
-                 **sampling: Any) -> list[TCoT] | list[list[TCoT]]:
+                 **sampling: Any) -> list[TCoT | None] | list[list[TCoT | None]]:
         """T-CoTs for `items` in `role` ("query" or "target"); one per item, or `num_samples` each.
+
+        With `modalities` set, items of other modalities get None instead (no generation).
 
         `sampling` goes to `model.generate` (do_sample, temperature, top_p, top_k, ...);
         num_samples > 1 samples (do_sample=True) unless told otherwise.
@@ -192,6 +195,15 @@ class Reasoner:
         items = list(items)
         if not items:
             return []
+        if self.modalities is not None and any(modality_of(i) not in self.modalities for i in items):
+            # items of other modalities get no T-CoT (None): embedders then read them raw
+            keep = [k for k, item in enumerate(items) if modality_of(item) in self.modalities]
+            got = self.generate([items[k] for k in keep], role, num_samples, batch_size, max_new_tokens,
+                                show_progress, use_tcot_cache, **sampling) if keep else []
+            out: list = [None if num_samples == 1 else [None] * num_samples for _ in items]
+            for k, tcot in zip(keep, got):
+                out[k] = tcot
+            return out
         cacheable = (num_samples == 1 and not sampling.get("do_sample")
                      and not (set(sampling) - {"do_sample"})
                      and max_new_tokens in (None, self.max_new_tokens))
@@ -232,6 +244,17 @@ class Reasoner:
                 out[i] = [d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]]
             self.generated_items += len(idx)
         return out
+
+
+def check_modalities(modalities: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The modalities a reasoner writes T-CoTs for (None: all), checked against the prompt set."""
+    if modalities is None:
+        return None
+    modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
+    bad = sorted(set(modalities) - set(MODALITIES))
+    if bad or not modalities:
+        raise EmbedrlError(f"T-CoT modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}")
+    return modalities
 
 
 def _parsed(text: str) -> TCoT:

@@ -30,6 +30,12 @@ COMMANDS = {
         "T-CoT SFT of the Reasoner on a pairs file's annotations (TRL SFTTrainer, LoRA)",
         "Fine-tune a Reasoner to write the T-CoTs in a pairs JSONL (qry_tcot / pos_tcot, both roles; loss on "
         "the T-CoT only). Any ReasonerSFTConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
+    "discriminator": (
+        "embedrl.train.discriminator", "build_config", "train_discriminator", "discriminator",
+        "teach a model the process reward's question (which candidate T-CoT matches the query's)",
+        "SFT on multiple-choice questions built from a pairs file's annotated T-CoTs, exactly as EG-RL's process "
+        "reward asks them; for presets that cannot answer them out of the box (the tiny one). Any "
+        "DiscriminatorSFTConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
     "eg-rl": (
         "embedrl.train.egrl", "build_egrl_config", "train_eg_rl", "reasoner",
         "EG-RL: GRPO on the Reasoner with the frozen Embedder's retrieval as reward (TRL GRPOTrainer)",

@@ -30,7 +30,8 @@ from embedrl.errors import EmbedrlError
 from embedrl.io import write_json
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import Embedder, load_embedder
-from embedrl.models.prompts import build_messages
+from embedrl.models.prompts import build_messages, modality_of
+from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
 from embedrl.train.rewards import (
     completion_text,
@@ -66,6 +67,9 @@ class EGRLConfig(GRPOConfig):
         "help": "Score against the other side with its annotated T-CoT (else the raw item)."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines."})
+    modalities: list[str] | None = field(default=None, metadata={
+        "help": "Roll out only items of these modalities (text, image, video, document); items of others are "
+                "scored raw, as a reasoner with the same `modalities` leaves them (default: all)."})
     freeze_vision: bool = field(default=False, metadata={
         "help": "Keep the policy's vision tower as it is (train the language side only)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the policy."})
@@ -91,11 +95,14 @@ class RolloutDataset:
     (`with_transform`), so no pixels are copied into Arrow.
     """
 
-    def __init__(self, pairs: Sequence[Pair]):
+    def __init__(self, pairs: Sequence[Pair], modalities: Sequence[str] | None = None):
         from datasets import Dataset
 
         self.pairs = list(pairs)
-        rows = [(i, role) for i in range(len(self.pairs)) for role in ROLES]
+        rows = [(i, role) for i in range(len(self.pairs)) for role in ROLES
+                if modalities is None or modality_of(self.item(i, role)) in modalities]
+        if not rows:
+            raise EmbedrlError(f"no query or target of the training pairs is of modalities {list(modalities or [])}")
         self.hf = Dataset.from_dict({"pair_index": [i for i, _ in rows], "role": [r for _, r in rows]})
         self.hf = self.hf.with_transform(self._expand)
 
@@ -114,8 +121,10 @@ class CandidateBank:
     with its annotated T-CoT when `use_annotations` and the pairs file has one.
     """
 
-    def __init__(self, embedder: Embedder, pairs: Sequence[Pair], use_annotations: bool = True, batch_size: int = 32):
+    def __init__(self, embedder: Embedder, pairs: Sequence[Pair], use_annotations: bool = True, batch_size: int = 32,
+                 modalities: Sequence[str] | None = None):
         self.embedder, self.pairs, self.use_annotations = embedder, pairs, use_annotations
+        self.modalities = modalities
         self.batch_size = batch_size
         self.vectors: dict[tuple, torch.Tensor] = {}
 
@@ -126,9 +135,12 @@ class CandidateBank:
         return parse_tcot(text) if text and self.use_annotations else None
 
     def entry(self, key: tuple) -> tuple[Item, TCoT | None]:
-        """The item behind a key and its annotated T-CoT (None without one)."""
+        """The item behind a key and its annotated T-CoT (None without one, or when the reasoner
+        leaves items of its modality raw)."""
         pair = self.pairs[key[1]]
         item = pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
+        if self.modalities is not None and modality_of(item) not in self.modalities:
+            return item, None
         return item, self.annotation(*key)
 
     def get(self, keys: Sequence[tuple]) -> torch.Tensor:
@@ -240,6 +252,16 @@ class ProcessReward(_RolloutReward):
         pool = [(other, j) for j in in_batch if j != i]
         return hard + self.rng.sample(pool, min(len(pool), self.n_candidates - 1 - len(hard)))
 
+    def question(self, i: int, role: str, tcot_text: str, in_batch: list[int]) -> tuple[str, int, int]:
+        """The multiple-choice question for pair i's `role` T-CoT: (prompt, number of candidates, right answer).
+
+        A negative that reads exactly like the positive is left out: no evidence can tell them apart,
+        so asking would pay a coin flip."""
+        positive = self._text(("target" if role == "query" else "query", i))
+        negatives = [text for text in map(self._text, self.negatives(i, role, in_batch)) if text != positive]
+        candidates, gold = shuffle_candidates(positive, negatives, self.rng)
+        return discriminator_prompt(tcot_text, candidates), len(candidates), gold
+
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, _ = self.rollouts(completions, pair_index, role)
         in_batch = sorted(set(pair_index))
@@ -247,11 +269,9 @@ class ProcessReward(_RolloutReward):
         for row, (i, r, t) in enumerate(zip(pair_index, role, tcots)):
             if usable_tcot(t, items[row]) is None:
                 continue  # a broken T-CoT cannot be judged: reward 0
-            positive = ("target" if r == "query" else "query", i)
-            negatives = [self._text(k) for k in self.negatives(i, r, in_batch)]
-            candidates, gold = shuffle_candidates(self._text(positive), negatives, self.rng)
-            prompts.append(discriminator_prompt(render_tcot(t), candidates))
-            sizes.append(len(candidates))
+            prompt, size, gold = self.question(i, r, render_tcot(t), in_batch)
+            prompts.append(prompt)
+            sizes.append(size)
             golds.append(gold)
             rows.append(row)
         out = [0.0] * len(tcots)
@@ -302,10 +322,11 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
     if skipped:
         logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
     pairs = pairs[: config.max_train_pairs] if config.max_train_pairs else pairs
-    dataset = RolloutDataset(pairs)
+    modalities = check_modalities(config.modalities)
+    dataset = RolloutDataset(pairs, modalities)
     embedder = embedder or load_embedder(config.embedder)
     embedder.module.requires_grad_(False)
-    bank = CandidateBank(embedder, pairs, config.use_annotations)
+    bank = CandidateBank(embedder, pairs, config.use_annotations, modalities=modalities)
     rewards = []
     for name, _ in config.active_weights():
         if name == "format":

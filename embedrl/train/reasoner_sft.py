@@ -30,7 +30,8 @@ from embedrl.errors import EmbedrlError
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import LORA_TARGETS
 from embedrl.models.hf import freeze_vision_tower
-from embedrl.models.prompts import ROLES, build_messages
+from embedrl.models.prompts import ROLES, build_messages, modality_of
+from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import check_evidence, parse_tcot
 from embedrl.train.checkpoints import resume_checkpoint
 
@@ -59,6 +60,9 @@ class ReasonerSFTConfig(SFTConfig):
         "help": "Passed to AutoProcessor.from_pretrained, e.g. {max_pixels: 401408} to cap image tokens."})
     roles: list[str] = field(default_factory=lambda: list(ROLES), metadata={
         "help": "Which roles to train on: query (qry_tcot), target (pos_tcot), or both."})
+    modalities: list[str] | None = field(default=None, metadata={
+        "help": "Train only on items of these modalities (text, image, video, document), the ones the reasoner "
+                "will write T-CoTs for (default: all)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -98,12 +102,16 @@ def sft_example(item: Item, role: str, tcot_text: str) -> dict[str, Any]:
             "images": [str(i) for i in images]}
 
 
-def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES) -> tuple[list[dict], Counter]:
-    """Examples from the pairs' annotations (both roles by default) and counts of what was skipped."""
+def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES,
+                 modalities: list[str] | tuple[str, ...] | None = None) -> tuple[list[dict], Counter]:
+    """Examples from the pairs' annotations (both roles, all modalities by default) and counts of what was skipped."""
     examples, skipped = [], Counter()
     for pair in pairs:
         for role, item, text in (("query", pair.query, pair.qry_tcot), ("target", pair.pos, pair.pos_tcot)):
             if role not in roles:
+                continue
+            if modalities is not None and modality_of(item) not in modalities:
+                skipped["other modality"] += 1
                 continue
             if not text:
                 skipped["no annotation"] += 1
@@ -117,11 +125,11 @@ def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES) 
 
 
 def make_dataset(examples: list[dict]):
-    """A `datasets.Dataset` TRL's SFTTrainer reads for VLMs; `images` decode lazily from their paths."""
+    """A `datasets.Dataset` TRL's SFTTrainer reads for VLMs; `images` (if any) decode lazily from their paths."""
     import datasets
 
     ds = datasets.Dataset.from_list(examples)
-    return ds.cast_column("images", datasets.List(datasets.Image()))
+    return ds.cast_column("images", datasets.List(datasets.Image())) if "images" in ds.column_names else ds
 
 
 def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
@@ -130,7 +138,7 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
                                   check_media=config.check_media)
     if config.max_train_pairs:
         pairs = pairs[:config.max_train_pairs]
-    examples, skipped = sft_examples(pairs, config.roles)
+    examples, skipped = sft_examples(pairs, config.roles, check_modalities(config.modalities))
     if bad_lines:
         skipped["bad line"] += len(bad_lines)
     if not examples:
