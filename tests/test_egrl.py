@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from embedrl.items import Item
-from embedrl.tcot import TCoT, parse_tcot, render_tcot
+from embedrl.tcot import parse_tcot, render_tcot
 from embedrl.train.discriminator import OpenAIDiscriminator
 from embedrl.train.rewards import (
     discriminator_prompt,
@@ -219,6 +219,22 @@ def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
     assert rl.modalities == config.tcot_modalities
 
 
+def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny_dir):
+    from embedrl.eval.ablation import AblationConfig, run_ablation
+    from embedrl.eval.mmeb import load_specs
+
+    held_out = tmp_path / "held_out"
+    report = run_ablation(AblationConfig(
+        out=str(tmp_path / "out"), data=str(synth_tiny_dir), variants=["raw"], seeds=[0], eval_queries=None,
+        eval_data=str(held_out), eval_data_size="tiny", eval_data_seed=1,
+        embedder_overrides=["max_steps=2", "per_device_train_batch_size=8"]))
+    meta = json.loads((held_out / "meta.json").read_text())
+    assert (meta["seed"], meta["size"]) == (1, "tiny") and report["eval_data"] == str(held_out)
+    # the held-out benchmark is a different draw from the training one, and its sets are the ones scored
+    assert (held_out / "scenes.jsonl").read_text() != (synth_tiny_dir / "scenes.jsonl").read_text()
+    assert set(report["scores"]["raw"]["0"]) == {s.name for s in load_specs(held_out / "registry.yaml")} | {"overall"}
+
+
 def test_ablation_rejects_unknown_modalities():
     from embedrl.eval.ablation import AblationConfig
 
@@ -287,3 +303,30 @@ def test_rollouts_and_candidates_follow_the_reasoners_modalities(synth_tiny_dir)
     assert bank.entry(("target", j))[1] is not None
     with pytest.raises(Exception, match="modalities"):
         RolloutDataset(pairs, ["document"])
+
+
+def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_tiny_dir, tiny_reasoner_dir, tmp_path):
+    from embedrl.items import read_pairs
+    from embedrl.models.prompts import modality_of
+    from embedrl.models.reasoner import load_reasoner
+    from embedrl.train.egrl import CandidateBank
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    cache = tmp_path / "tcots.sqlite"
+    writer = load_reasoner(str(tiny_reasoner_dir), cache=cache, max_new_tokens=16, modalities=["image"])
+    bank = CandidateBank(None, pairs, "reasoner", modalities=["image"], reasoner=writer)
+    i = next(n for n, p in enumerate(pairs) if modality_of(p.pos) == "image" and p.negs)
+    t = next(n for n, p in enumerate(pairs) if modality_of(p.pos) == "text")
+    keys = [("target", i), ("neg", i, 0), ("target", t)]
+    entries = bank.entries(keys)
+    assert writer.generated_items == 2  # the text target is read raw, never generated for
+    assert entries[2][1] is None and entries[0][1] is not None
+    assert entries[0][1] != bank.annotation("target", i)  # the reasoner's, not the pairs file's
+    again = bank.entries(keys)
+    assert writer.generated_items == 2 and [e[1] for e in again] == [e[1] for e in entries]
+    # a fresh bank over the same cache reuses what was written (as indexing and evaluation do)
+    fresh = load_reasoner(str(tiny_reasoner_dir), cache=cache, max_new_tokens=16, modalities=["image"])
+    CandidateBank(None, pairs, "reasoner", modalities=["image"], reasoner=fresh).entries(keys)
+    assert fresh.generated_items == 0
+    with pytest.raises(Exception, match="candidate T-CoTs"):
+        CandidateBank(None, pairs, "written")

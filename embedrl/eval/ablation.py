@@ -60,6 +60,11 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     datasets: list[str] | None = None
+    eval_data: str | None = field(default=None, metadata={
+        "help": "Benchmark whose held-out sets score the variants (made if missing, from eval_data_seed and "
+                "eval_data_size): a larger, independently drawn one resolves smaller differences. None: `data`'s."})
+    eval_data_size: str = "medium"
+    eval_data_seed: int = 1
     eval_queries: int | None = 40
     tcot_mode: str = "both"
     tcot_modalities: list[str] | None = field(default=None, metadata={
@@ -121,7 +126,7 @@ def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, e
     train_eg_rl(build_egrl_config(config.eg_rl_recipe, [
         f"reasoner={sft}", f"embedder={embedder}", f"train_data={data / 'train' / 'pairs.jsonl'}",
         f"data_root={data}", f"output_dir={out}", f"seed={seed}", *config.modalities_override(),
-        *config.eg_rl_overrides, *extra]), resume=True)
+        f"tcot_cache={Path(config.out) / 'tcot_cache.sqlite'}", *config.eg_rl_overrides, *extra]), resume=True)
 
 
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
@@ -134,7 +139,7 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
 
         loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
                                max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
-    scores = quick_eval(load_embedder(str(embedder)), config.data, config.datasets, loaded,
+    scores = quick_eval(load_embedder(str(embedder)), config.eval_data or config.data, config.datasets, loaded,
                         config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
     write_json(out, scores)
 
@@ -157,10 +162,14 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
 
     out = Path(config.out)
     presets = out / "presets"
-    _check_benchmark_version(Path(config.data))
+    for data in filter(None, (config.data, config.eval_data)):
+        _check_benchmark_version(Path(data))
     pipe = Pipeline(name, rerun_hint, out / "timings.json")
     pipe.stage("synthetic benchmark", Path(config.data) / "meta.json", generate_benchmark, config.data, 0,
                config.data_size)
+    if config.eval_data:
+        pipe.stage("evaluation benchmark", Path(config.eval_data) / "meta.json", generate_benchmark,
+                   config.eval_data, config.eval_data_seed, config.eval_data_size)
     for name in ("tiny-clip", "tiny-reasoner"):
         pipe.stage(f"preset {name}", presets / name / ".embedrl-preset.json", make_preset, name, presets / name)
     embedder = out / "embedder"
@@ -196,7 +205,8 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
             scores[variant][seed] = read_json(result)
     summary = summarize(scores)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
-              "summary": summary, "seeds": config.seeds, "eval_queries": config.eval_queries,
+              "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
+              "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "timings_s": pipe.timings}
     write_json(out / "ablation.json", report)
     (out / "ablation.md").write_text(format_table(summary), encoding="utf-8")

@@ -168,7 +168,9 @@ class TCoTCache:
             if tcot is None and key not in todo:
                 todo[key] = item
         if todo:
-            logger.info("T-CoT cache: %d of %d %s item(s) to generate", len(todo), len(items), role)
+            quiet = generate_kwargs.get("show_progress") is False  # e.g. per training step
+            logger.log(logging.DEBUG if quiet else logging.INFO, "T-CoT cache: %d of %d %s item(s) to generate",
+                       len(todo), len(items), role)
             generated = reasoner.generate(list(todo.values()), role=role, **generate_kwargs)
             if len(generated) != len(todo):
                 raise EmbedrlError(f"reasoner returned {len(generated)} T-CoTs for {len(todo)} items")

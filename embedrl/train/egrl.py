@@ -45,6 +45,7 @@ from embedrl.train.rewards import (
 logger = logging.getLogger(__name__)
 
 ROLES = ("query", "target")
+CANDIDATE_TCOTS = ("annotation", "reasoner", "none")
 
 
 @dataclass
@@ -63,8 +64,11 @@ class EGRLConfig(GRPOConfig):
     discriminator: str | None = field(default=None, metadata={
         "help": "Process-reward discriminator: HF id/path or openai:BASE_URL#MODEL (default: the initial reasoner)."})
     process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator."})
-    use_annotations: bool = field(default=True, metadata={
-        "help": "Score against the other side with its annotated T-CoT (else the raw item)."})
+    candidate_tcots: str = field(default="annotation", metadata={
+        "help": "T-CoTs of what rollouts are scored against: `annotation` (the pairs file's), `reasoner` (written "
+                "once each by the starting policy, as an index built with it would hold them) or `none` (raw items)."})
+    tcot_cache: str | None = field(default=None, metadata={
+        "help": "T-CoT cache file for `candidate_tcots: reasoner` (shared with indexing and evaluation)."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines."})
     modalities: list[str] | None = field(default=None, metadata={
@@ -77,6 +81,8 @@ class EGRLConfig(GRPOConfig):
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
 
     def __post_init__(self):
+        if self.candidate_tcots not in CANDIDATE_TCOTS:
+            raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
         weights = self.active_weights()
         if not weights:
             raise ValueError("at least one of format_weight, process_weight, outcome_weight must be non-zero")
@@ -117,36 +123,60 @@ class RolloutDataset:
 class CandidateBank:
     """Embeddings of what rollouts are scored against, computed once each and kept.
 
-    Keys: ("query", i) and ("target", i), ("neg", i, j) for the pair's j-th hard negative; each
-    with its annotated T-CoT when `use_annotations` and the pairs file has one.
+    Keys: ("query", i) and ("target", i), ("neg", i, j) for the pair's j-th hard negative. Each is
+    embedded with a T-CoT from `tcots`: "annotation" (the pairs file's), "reasoner" (written once by
+    `reasoner`, e.g. the starting policy: what an index built with it would hold, so rollouts are
+    scored against candidates as retrieval will see them) or "none" (the raw item). Items outside
+    `modalities` stay raw, as a reasoner limited to them leaves them.
     """
 
-    def __init__(self, embedder: Embedder, pairs: Sequence[Pair], use_annotations: bool = True, batch_size: int = 32,
-                 modalities: Sequence[str] | None = None):
-        self.embedder, self.pairs, self.use_annotations = embedder, pairs, use_annotations
+    def __init__(self, embedder: Embedder, pairs: Sequence[Pair], tcots: str = "annotation", batch_size: int = 32,
+                 modalities: Sequence[str] | None = None, reasoner=None):
+        if tcots not in CANDIDATE_TCOTS:
+            raise EmbedrlError(f"candidate T-CoTs must be one of {list(CANDIDATE_TCOTS)}, not {tcots!r}")
+        if tcots == "reasoner" and reasoner is None:
+            raise EmbedrlError("candidate T-CoTs from a reasoner need the reasoner")
+        self.embedder, self.pairs, self.tcots, self.reasoner = embedder, pairs, tcots, reasoner
         self.modalities = modalities
         self.batch_size = batch_size
         self.vectors: dict[tuple, torch.Tensor] = {}
+        self.written: dict[tuple, TCoT | None] = {}
+
+    def item(self, key: tuple) -> Item:
+        pair = self.pairs[key[1]]
+        return pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
 
     def annotation(self, role: str, i: int, j: int = 0) -> TCoT | None:
         """The annotated T-CoT of pair i's query, target, or j-th hard negative (role "neg")."""
         pair = self.pairs[i]
         text = pair.neg_tcot(j) if role == "neg" else pair.qry_tcot if role == "query" else pair.pos_tcot
-        return parse_tcot(text) if text and self.use_annotations else None
+        return parse_tcot(text) if text else None
+
+    def entries(self, keys: Sequence[tuple]) -> list[tuple[Item, TCoT | None]]:
+        """The items behind keys and the T-CoTs they are embedded with (None: read raw)."""
+        if self.tcots == "reasoner":
+            missing = [k for k in dict.fromkeys(keys) if k not in self.written]
+            for role in ROLES:  # a hard negative is a target
+                batch = [k for k in missing if (k[0] == "query") == (role == "query")]
+                if batch:
+                    written = self.reasoner.generate([self.item(k) for k in batch], role=role, show_progress=False)
+                    self.written.update(zip(batch, written))
+        out = []
+        for key in keys:
+            item = self.item(key)
+            if self.tcots == "none" or (self.modalities is not None and modality_of(item) not in self.modalities):
+                out.append((item, None))
+            else:
+                out.append((item, self.written[key] if self.tcots == "reasoner" else self.annotation(*key)))
+        return out
 
     def entry(self, key: tuple) -> tuple[Item, TCoT | None]:
-        """The item behind a key and its annotated T-CoT (None without one, or when the reasoner
-        leaves items of its modality raw)."""
-        pair = self.pairs[key[1]]
-        item = pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
-        if self.modalities is not None and modality_of(item) not in self.modalities:
-            return item, None
-        return item, self.annotation(*key)
+        return self.entries([key])[0]
 
     def get(self, keys: Sequence[tuple]) -> torch.Tensor:
         missing = [k for k in dict.fromkeys(keys) if k not in self.vectors]
         if missing:
-            items, tcots = zip(*(self.entry(k) for k in missing))
+            items, tcots = zip(*self.entries(missing))
             vectors = self.embedder.encode(list(items), list(tcots), batch_size=self.batch_size)
             self.vectors.update(zip(missing, vectors))
         if not keys:
@@ -326,7 +356,13 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
     dataset = RolloutDataset(pairs, modalities)
     embedder = embedder or load_embedder(config.embedder)
     embedder.module.requires_grad_(False)
-    bank = CandidateBank(embedder, pairs, config.use_annotations, modalities=modalities)
+    writer = None
+    if config.candidate_tcots == "reasoner":
+        from embedrl.models.reasoner import load_reasoner
+
+        # a frozen copy of the starting policy writes the candidates' T-CoTs (once each, cached)
+        writer = load_reasoner(config.reasoner, cache=config.tcot_cache, modalities=modalities)
+    bank = CandidateBank(embedder, pairs, config.candidate_tcots, modalities=modalities, reasoner=writer)
     rewards = []
     for name, _ in config.active_weights():
         if name == "format":
