@@ -233,6 +233,10 @@ def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny
     # the held-out benchmark is a different draw from the training one, and its sets are the ones scored
     assert (held_out / "scenes.jsonl").read_text() != (synth_tiny_dir / "scenes.jsonl").read_text()
     assert set(report["scores"]["raw"]["0"]) == {s.name for s in load_specs(held_out / "registry.yaml")} | {"overall"}
+    # per-query hits are kept beside the scores, and agree with them
+    hits = json.loads((tmp_path / "out" / "raw.hits.json").read_text())
+    for name, row in hits.items():
+        assert abs(100 * sum(row) / len(row) - report["scores"]["raw"]["0"][name]) < 1e-9
 
 
 def test_ablation_rejects_unknown_modalities():
@@ -330,3 +334,17 @@ def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_ti
     assert fresh.generated_items == 0
     with pytest.raises(Exception, match="candidate T-CoTs"):
         CandidateBank(None, pairs, "written")
+
+
+def test_paired_interval_of_a_step_over_the_same_queries():
+    from embedrl.eval.ablation import paired_interval
+
+    same = [{"A": [1, 0, 1, 0], "B": [0, 1]}] * 2
+    assert paired_interval(same, same) == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    zeros = [{"A": [0] * 50, "B": [0] * 50}] * 3
+    ones = [{"A": [1] * 50, "B": [1] * 50}] * 3
+    assert paired_interval(zeros, ones) == {"diff": 100.0, "low": 100.0, "high": 100.0}
+    # half the queries of set A flip to right: +25 overall (A +50, B 0), an interval around it, above 0
+    half = [{"A": [1] * 25 + [0] * 25, "B": [0] * 50}] * 3
+    step = paired_interval(zeros, half)
+    assert step["diff"] == 25.0 and 0 < step["low"] < 25 < step["high"] < 50

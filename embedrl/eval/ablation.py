@@ -129,8 +129,13 @@ def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, e
         f"tcot_cache={Path(config.out) / 'tcot_cache.sqlite'}", *config.eg_rl_overrides, *extra]), resume=True)
 
 
+def hits_path(result: Path) -> Path:
+    """Where an evaluation's per-query hits sit, beside its scores."""
+    return result.with_name(result.stem + ".hits.json")
+
+
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
-    from embedrl.eval.mmeb import quick_eval
+    from embedrl.eval.mmeb import quick_eval_hits
     from embedrl.models.base import load_embedder
 
     loaded = None
@@ -139,9 +144,10 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
 
         loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
                                max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
-    scores = quick_eval(load_embedder(str(embedder)), config.eval_data or config.data, config.datasets, loaded,
-                        config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
-    write_json(out, scores)
+    scores, hits = quick_eval_hits(load_embedder(str(embedder)), config.eval_data or config.data, config.datasets,
+                                   loaded, config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
+    write_json(hits_path(out), hits)
+    write_json(out, scores)  # last: marks the stage done
 
 
 def _check_benchmark_version(data: Path) -> None:
@@ -187,6 +193,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
                    discriminator)
         rl_extra = [f"discriminator={discriminator}"]
     scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
+    hits: dict[str, dict[int, dict[str, list[int]]]] = {v: {} for v in config.variants}
     for seed in config.seeds:
         run = out / f"seed{seed}"
         sft = run / "sft"
@@ -203,15 +210,67 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
             result = (out / "raw.json") if variant == "raw" else run / f"eval_{variant}.json"
             pipe.stage(f"seed {seed}: evaluate {variant}", result, _evaluate, config, embedder, reasoner, result)
             scores[variant][seed] = read_json(result)
+            if hits_path(result).is_file():
+                hits[variant][seed] = read_json(hits_path(result))
     summary = summarize(scores)
+    steps = step_intervals(hits, config.seeds)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
-              "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "timings_s": pipe.timings}
+              "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
+              "timings_s": pipe.timings}
     write_json(out / "ablation.json", report)
-    (out / "ablation.md").write_text(format_table(summary), encoding="utf-8")
+    (out / "ablation.md").write_text(format_table(summary) + format_steps(steps), encoding="utf-8")
     plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
+
+
+STEPS = [("sft", "raw"), ("eg_rl", "sft"), ("eg_rl", "no_process"), ("eg_rl", "no_outcome")]
+
+
+def paired_interval(before: list[dict[str, list[int]]], after: list[dict[str, list[int]]], resamples: int = 2000,
+                    seed: int = 0) -> dict[str, float]:
+    """Overall Hit@1 of `after` minus `before` (points, mean over seeds) and its 95% bootstrap interval.
+
+    Each list holds one run per seed, each run its per-query hits per set; every run scored the same
+    queries. Queries are redrawn within each set, the same draw for every seed, so the interval
+    says how much of a step the choice of held-out queries alone could make.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    observed, draws = 0.0, np.zeros(resamples)
+    sets = list(before[0])
+    for name in sets:
+        diff = np.mean([np.asarray(a[name], float) - np.asarray(b[name], float) for a, b in zip(after, before)], 0)
+        observed += diff.mean()
+        draws += diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    scale = 100 / len(sets)
+    low, high = np.percentile(draws * scale, [2.5, 97.5])
+    return {"diff": float(observed * scale), "low": float(low), "high": float(high)}
+
+
+def step_intervals(hits: dict[str, dict[int, dict[str, list[int]]]], seeds: list[int]) -> dict[str, dict[str, float]]:
+    """`paired_interval` for each step of the table whose runs all kept their per-query hits."""
+    out = {}
+    for after, before in STEPS:
+        if after in hits and before in hits:
+            runs_before, runs_after = ([hits[v].get(s) for s in seeds] for v in (before, after))
+            if all(r is not None for r in runs_before + runs_after):
+                out[f"{after} - {before}"] = paired_interval(runs_before, runs_after)
+    return out
+
+
+def format_steps(steps: dict[str, dict[str, float]]) -> str:
+    if not steps:
+        return ""
+    lines = ["", "| step | overall Hit@1 difference | 95% interval over queries |", "|---|---|---|"]
+    for name, step in steps.items():
+        after, before = name.split(" - ")
+        lines.append(f"| {VARIANTS[after][0][:3]} − {VARIANTS[before][0][:3]} | {step['diff']:+.1f} | "
+                     f"{step['low']:+.1f} to {step['high']:+.1f} |")
+    return "\n".join(lines) + "\n\nSame queries for every run: a step whose interval spans 0 is within what the " \
+        "draw of held-out queries alone could make.\n"
 
 
 def summarize(scores: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -142,8 +142,8 @@ def cmd_quick(args) -> int:
 
 def cmd_ablation(args) -> int:
     from embedrl.config import build_config
-    from embedrl.eval.ablation import AblationConfig, format_table, run_ablation
+    from embedrl.eval.ablation import AblationConfig, format_steps, format_table, run_ablation
 
     report = run_ablation(build_config(AblationConfig, args.config, args.overrides))
-    print(format_table(report["summary"]))
+    print(format_table(report["summary"]) + format_steps(report["steps"]))
     return 0
