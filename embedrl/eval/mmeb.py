@@ -284,19 +284,11 @@ def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[s
     return quick_eval_hits(embedder, data, datasets, reasoner, tcot_mode, batch_size, max_queries)[0]
 
 
-def _hit_at_1(pred: dict[str, Any]) -> int:
-    """1 when a prediction row's top candidate is relevant (graded above 0), else 0."""
-    relevant = {c for c, r in zip(pred["label"], pred["rel_scores"]) if r > 0}
-    return int(bool(pred["prediction"]) and pred["prediction"][0] in relevant)
-
-
 def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
                     reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64,
                     max_queries: int | None = None) -> tuple[dict[str, float], dict[str, list[int]]]:
     """`quick_eval`'s scores and, per set, each query's Hit@1 (0/1, in query order): what paired
     comparisons of two runs on the same queries need."""
-    from embedrl.eval.readers import read_task
-
     data = Path(data)
     registry = data / "registry.yaml"
     if not registry.is_file():
@@ -308,6 +300,7 @@ def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Seque
         task = task.head(max_queries) if max_queries else task
         score, preds, _ = evaluate_task(embedder, task, reasoner, tcot_mode, batch_size, ks=(1,))
         scores[spec.name] = 100 * score["hit@1"]
-        hits[spec.name] = [_hit_at_1(p) for p in preds]
+        hits[spec.name] = [int(query_metrics(p["prediction"], dict(zip(p["label"], p["rel_scores"])), (1,))["hit@1"])
+                           for p in preds]
     scores["overall"] = sum(scores.values()) / len(scores)
     return scores, hits
