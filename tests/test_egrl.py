@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
+from embedrl.errors import EmbedrlError
 from embedrl.items import Item
 from embedrl.tcot import parse_tcot, render_tcot
 from embedrl.train.discriminator import OpenAIDiscriminator
@@ -155,6 +156,57 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
     # a junk rollout earns nothing (scored as the raw item, it would pay the policy for breaking the format)
     assert scores[3] == 0.0
     assert reward(["<thinking>junk"], pair_index=[0], role=["query"]) == [0.0]
+
+
+def test_outcome_negatives_from_every_pair_leave_out_items_equal_to_the_positive(tiny_clip_dir, synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.models.base import load_embedder
+    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    pairs = [p for p in pairs if p.dataset == "Synth-CLS"]  # labels repeat across pairs
+    same = [j for j, p in enumerate(pairs) if j and p.pos.text == pairs[0].pos.text]
+    assert same, "the fixture should hold two images of one class"
+    embedder = load_embedder(str(tiny_clip_dir))
+    dataset, bank = RolloutDataset(pairs), CandidateBank(embedder, pairs)
+    everyone = OutcomeReward(dataset, embedder, bank, k=10, tau=0.5, negatives="all")
+    keys = everyone.negatives(0, "query", in_batch=[0, 1])
+    labels = [bank.item(k).text for k in keys]
+    # every other class's label (once per pair that has it) and the hard negatives, never the positive's label
+    assert pairs[0].pos.text not in labels
+    assert len([k for k in keys if k[0] == "target"]) == len(pairs) - 1 - len(same)
+    score = everyone([pairs[0].qry_tcot], pair_index=[0], role=["query"])[0]
+    q = embedder.encode([pairs[0].query], [parse_tcot(pairs[0].qry_tcot)])[0]
+    sims = bank.get(keys) @ q
+    expected = q @ bank.get([("target", 0)])[0] - (torch.softmax(sims / 0.5, 0) * sims).sum()
+    assert abs(score - expected.item()) < 1e-5
+    # the step's batch only: a batch-mate with the same label is not a negative either
+    batch = OutcomeReward(dataset, embedder, bank, negatives="batch")
+    assert ("target", same[0]) not in batch.negatives(0, "query", in_batch=[0, same[0]])
+    for bad in ("hardest", 0, "2.5"):
+        with pytest.raises(EmbedrlError, match="outcome negatives"):
+            OutcomeReward(dataset, embedder, bank, negatives=bad)
+
+
+def test_outcome_negatives_drawn_once_per_pair_from_its_own_dataset(synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset, build_egrl_config
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    dataset = RolloutDataset(pairs)
+    reward = OutcomeReward(dataset, None, CandidateBank(None, pairs), negatives="4", seed=0)
+    drawn = reward.others(3, in_batch=[3, 40])
+    assert len(drawn) == 4 and {pairs[j].dataset for j in drawn} == {pairs[3].dataset}
+    # the same pairs each time, for every pair of the dataset (each is embedded once)
+    same = next(j for j in range(len(pairs)) if j != 3 and pairs[j].dataset == pairs[3].dataset)
+    assert reward.others(3, in_batch=[3, 90]) == drawn == reward.others(same, in_batch=[same])
+    elsewhere = next(j for j in range(len(pairs)) if pairs[j].dataset != pairs[3].dataset)
+    assert set(reward.others(elsewhere, in_batch=[elsewhere])).isdisjoint(drawn)  # another dataset: its own
+    # a config takes a number, `all` or `batch`, and names the choices when given anything else
+    common = ["reasoner=r", "embedder=e", "train_data=t"]
+    assert build_egrl_config(None, [*common, "outcome_negatives=64"]).outcome_negatives == "64"
+    with pytest.raises(EmbedrlError, match="positive number of pairs"):
+        build_egrl_config(None, [*common, "outcome_negatives=some"])
 
 
 def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,

@@ -13,7 +13,9 @@ from embedrl.train.egrl import EGRLConfig, build_egrl_trainer
 
 
 def bench_rl(config: EGRLConfig) -> dict[str, Any]:
+    start = time.perf_counter()
     trainer = build_egrl_trainer(config)
+    setup = time.perf_counter() - start
     start = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - start
@@ -22,7 +24,7 @@ def bench_rl(config: EGRLConfig) -> dict[str, Any]:
     update = total - trainer.generation_seconds - reward_total
     steps = trainer.state.global_step
     return {"steps": steps, "rollouts_per_step": config.per_device_train_batch_size * config.steps_per_generation,
-            "total_s": total, "generation_s": trainer.generation_seconds, "reward_s": reward_total,
+            "setup_s": setup, "total_s": total, "generation_s": trainer.generation_seconds, "reward_s": reward_total,
             "reward_by_function_s": rewards, "update_s": update, "reward_share": reward_total / total,
             "generation_share": trainer.generation_seconds / total}
 
@@ -36,5 +38,6 @@ def format_breakdown(row: dict[str, Any]) -> str:
     for name, seconds in parts:
         lines.append(f"| {name} | {seconds / steps:.3f} | {seconds / row['total_s']:.1%} |")
     lines.append(f"\nrewards together: {row['reward_share']:.1%} of the step ({row['steps']} steps, "
-                 f"{row['rollouts_per_step']} rollouts per step)")
+                 f"{row['rollouts_per_step']} rollouts per step); once before the first step: {row['setup_s']:.1f} s "
+                 "(models, candidate bank)")
     return "\n".join(lines)

@@ -40,7 +40,8 @@ COMMANDS = {
         "embedrl.train.egrl", "build_egrl_config", "train_eg_rl", "reasoner",
         "EG-RL: GRPO on the Reasoner with the frozen Embedder's retrieval as reward (TRL GRPOTrainer)",
         "Embedder-guided RL: rollouts for both sides of each pair, rewarded by format, a discriminator (process) "
-        "and the embedder's retrieval of the positive against in-batch and hard negatives (outcome). Any "
+        "and the embedder's retrieval of the positive against other pairs' items (the batch's, or a pool: "
+        "`outcome_negatives`) and hard negatives (outcome). Any "
         "EGRLConfig / trl GRPOConfig field can be set in the YAML file or as key=value."),
 }
 

@@ -3,8 +3,9 @@
 `embedrl train eg-rl --config FILE [key=value ...]` runs TRL's `GRPOTrainer` with three reward
 functions (embedrl/train/rewards.py), each logged on its own (`rewards/<name>/mean`):
 format, process (a discriminator picks the positive among shuffled candidate T-CoTs) and
-outcome (the rollout's embedding against the other side of the batch's pairs plus the
-pair's hard negatives). Rollouts are made for both the query and the target of each pair.
+outcome (the rollout's embedding against the other side of the batch's pairs -- or of every
+training pair, or of N pairs drawn from each dataset: `outcome_negatives` -- plus the pair's
+hard negatives). Rollouts are made for both the query and the target of each pair.
 A rollout the embedder cannot use (broken tags or JSON, boxes or key frames that do not fit
 the item) earns 0 from every reward; training goes on.
 
@@ -48,6 +49,19 @@ ROLES = ("query", "target")
 CANDIDATE_TCOTS = ("annotation", "reasoner", "none")
 
 
+def outcome_pool(value) -> str | int:
+    """`outcome_negatives` as OutcomeReward takes it: "batch", "all" or a positive number of pairs."""
+    if isinstance(value, str) and value in ("batch", "all"):
+        return value
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or str(value).strip() != str(number):
+        raise EmbedrlError(f"outcome negatives must be `batch`, `all` or a positive number of pairs, not {value!r}")
+    return number
+
+
 @dataclass
 class EGRLConfig(GRPOConfig):
     """Everything `GRPOConfig` has, plus the EG-RL fields below (`beta` stays GRPO's KL weight)."""
@@ -61,6 +75,11 @@ class EGRLConfig(GRPOConfig):
     outcome_weight: float = field(default=0.8, metadata={"help": "gamma: weight of the outcome reward."})
     outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
     outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
+    outcome_negatives: str = field(default="batch", metadata={
+        "help": "Which other pairs' items a rollout must beat: those of the step's batch (`batch`), every training "
+                "pair's (`all`), or N pairs of each dataset drawn once, a rollout meeting its own dataset's (a "
+                "number: for training sets too large to embed whole). All but the batch's are embedded once each, "
+                "in the candidate bank. Hard negatives are added either way."})
     discriminator: str | None = field(default=None, metadata={
         "help": "Process-reward discriminator: HF id/path or openai:BASE_URL#MODEL (default: the initial reasoner)."})
     process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator."})
@@ -83,6 +102,10 @@ class EGRLConfig(GRPOConfig):
     def __post_init__(self):
         if self.candidate_tcots not in CANDIDATE_TCOTS:
             raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
+        try:
+            self.outcome_negatives = str(outcome_pool(self.outcome_negatives))
+        except EmbedrlError as err:
+            raise ValueError(str(err)) from None
         weights = self.active_weights()
         if not weights:
             raise ValueError("at least one of format_weight, process_weight, outcome_weight must be non-zero")
@@ -141,10 +164,17 @@ class CandidateBank:
         self.batch_size = batch_size
         self.vectors: dict[tuple, torch.Tensor] = {}
         self.written: dict[tuple, TCoT | None] = {}
+        self.hashes: dict[tuple, str] = {}
 
     def item(self, key: tuple) -> Item:
         pair = self.pairs[key[1]]
         return pair.negs[key[2]] if key[0] == "neg" else pair.query if key[0] == "query" else pair.pos
+
+    def content(self, key: tuple) -> str:
+        """The content hash of the item behind `key`: two pairs may share a target (a class label, an answer)."""
+        if key not in self.hashes:
+            self.hashes[key] = self.item(key).content_hash()
+        return self.hashes[key]
 
     def annotation(self, role: str, i: int, j: int = 0) -> TCoT | None:
         """The annotated T-CoT of pair i's query, target, or j-th hard negative (role "neg")."""
@@ -219,9 +249,47 @@ class OutcomeReward(_RolloutReward):
     __name__ = "outcome"
 
     def __init__(self, dataset: RolloutDataset, embedder: Embedder, bank: CandidateBank, k: int = 1,
-                 tau: float = 0.5, batch_size: int = 32):
+                 tau: float = 0.5, batch_size: int = 32, negatives: str | int = "batch", seed: int = 0):
         super().__init__(dataset)
         self.embedder, self.bank, self.k, self.tau, self.batch_size = embedder, bank, k, tau, batch_size
+        self.pool = outcome_pool(negatives)
+        self.rng = random.Random(seed)
+        self.drawn: dict[str, list[int]] = {}  # dataset -> the pairs drawn as its negatives (a number of them)
+
+    def others(self, i: int, in_batch: Sequence[int]) -> Sequence[int]:
+        """The other pairs whose items pair i's rollouts must beat."""
+        if self.pool == "batch":
+            return in_batch
+        if self.pool == "all":
+            return range(len(self.dataset.pairs))
+        return self._draw()[self.dataset.pairs[i].dataset]
+
+    def _draw(self) -> dict[str, list[int]]:
+        if not self.drawn:  # drawn once for all the dataset's pairs, so each is embedded once
+            by_dataset: dict[str, list[int]] = {}
+            for j, pair in enumerate(self.dataset.pairs):
+                by_dataset.setdefault(pair.dataset, []).append(j)
+            self.drawn = {name: sorted(self.rng.sample(js, min(self.pool, len(js)))) for name, js in by_dataset.items()}
+        return self.drawn
+
+    def embed_pool(self) -> None:
+        """Embed the other pairs' items rollouts will meet (`all` or the drawn ones) now, not inside the first step."""
+        if self.pool == "batch":
+            return
+        pool = range(len(self.dataset.pairs)) if self.pool == "all" else sorted(
+            {j for drawn in self._draw().values() for j in drawn})
+        self.bank.get([(role, j) for role in ROLES for j in pool])
+
+    def negatives(self, i: int, role: str, in_batch: Sequence[int]) -> list[tuple]:
+        """Keys of what pair i's `role` rollout must rank below its positive: the other side of the other
+        pairs (`others`) and, for a query, its hard negatives. An item with the
+        positive's content is not a negative (pairs of a classification set share their label)."""
+        other = "target" if role == "query" else "query"
+        keys = [(other, j) for j in self.others(i, in_batch) if j != i]
+        if role == "query":
+            keys += [("neg", i, n) for n in range(len(self.dataset.pairs[i].negs))]
+        positive = self.bank.content((other, i))
+        return [key for key in keys if self.bank.content(key) != positive]
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
@@ -245,11 +313,8 @@ class OutcomeReward(_RolloutReward):
             i, r = pair_index[row], role[row]
             v = vectors[slot[(i, r, texts[row])]]
             other = "target" if r == "query" else "query"
-            negs = [(other, j) for j in in_batch if j != i]
-            if r == "query":
-                negs += [("neg", i, n) for n in range(len(self.dataset.pairs[i].negs))]
             sim_pos.append(v @ self.bank.get([(other, i)])[0])
-            sim_neg.append(self.bank.get(negs) @ v)
+            sim_neg.append(self.bank.get(self.negatives(i, r, in_batch)) @ v)
         width = max(len(s) for s in sim_neg)
         padded = torch.full((len(sim_neg), width), float("nan"))
         for k, sims in enumerate(sim_neg):
@@ -368,7 +433,9 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
         if name == "format":
             rewards.append(FormatReward(dataset))
         elif name == "outcome":
-            rewards.append(OutcomeReward(dataset, embedder, bank, config.outcome_k, config.outcome_tau))
+            rewards.append(OutcomeReward(dataset, embedder, bank, config.outcome_k, config.outcome_tau,
+                                         negatives=config.outcome_negatives, seed=config.seed))
+            rewards[-1].embed_pool()
         else:
             from embedrl.train.discriminator import load_discriminator
 
