@@ -309,12 +309,16 @@ class OutcomeReward(_RolloutReward):
         slot = {key: k for k, key in enumerate(distinct)}
         in_batch = sorted(set(pair_index))
         sim_pos, sim_neg = [], []
+        against: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (pair, role) -> (positive, negatives)
         for row in usable:
             i, r = pair_index[row], role[row]
             v = vectors[slot[(i, r, texts[row])]]
-            other = "target" if r == "query" else "query"
-            sim_pos.append(v @ self.bank.get([(other, i)])[0])
-            sim_neg.append(self.bank.get(self.negatives(i, r, in_batch)) @ v)
+            if (i, r) not in against:  # once per prompt, not once per rollout of its group
+                other = "target" if r == "query" else "query"
+                against[i, r] = self.bank.get([(other, i)])[0], self.bank.get(self.negatives(i, r, in_batch))
+            positive, negatives = against[i, r]
+            sim_pos.append(v @ positive)
+            sim_neg.append(negatives @ v)
         width = max(len(s) for s in sim_neg)
         padded = torch.full((len(sim_neg), width), float("nan"))
         for k, sims in enumerate(sim_neg):
