@@ -61,6 +61,28 @@ def test_format_reward_is_zero_on_broken_outputs(text):
     assert format_rewards([parse_tcot(GOOD)]) == [1.0]
 
 
+def test_reward_spread_names_a_component_the_others_drown(tmp_path):
+    from embedrl.train.egrl import check_reward_balance, plot_reward_curves, reward_spread
+
+    history = [{"step": 5, "reward": 0.3, "rewards/format/mean": 0.7, "rewards/format/std": 0.4,
+                "rewards/outcome/mean": 0.01, "rewards/outcome/std": 0.01,
+                "rewards/process/mean": 0.0, "rewards/process/std": 0.0},
+               {"step": 10, "reward": 0.4, "rewards/format/mean": 0.9, "rewards/format/std": 0.2,
+                "rewards/outcome/mean": 0.02, "rewards/outcome/std": 0.02,
+                "rewards/process/mean": 0.0, "rewards/process/std": 0.0},
+               {"train_runtime": 12.0}]  # the trainer's last row carries no rewards
+    spread = reward_spread(history, {"format": 0.3, "process": 0.2, "outcome": 0.8})
+    assert spread == pytest.approx({"format": 0.09, "process": 0.0, "outcome": 0.012})
+    warnings = check_reward_balance(spread)
+    assert len(warnings) == 2
+    assert "process reward never varied" in warnings[0]
+    assert "outcome reward's weighted spread is 0.012 against format's 0.09" in warnings[1]
+    assert "raise outcome_weight (x7.5" in warnings[1]
+    # at weight 8 the outcome margin steers as much as the format reward: nothing to say
+    assert check_reward_balance(reward_spread(history, {"format": 0.3, "outcome": 8})) == []
+    assert plot_reward_curves(history, tmp_path / "curves.png", {"format": 0.3, "outcome": 8}).stat().st_size > 0
+
+
 def test_process_reward_and_choice_parsing():
     assert parse_choice("B", 3) == 1 and parse_choice("answer: (C)", 3) == 2 and parse_choice("D", 3) is None
     assert process_rewards([1, None, 0], [1, 1, 1]) == [1.0, 0.0, 0.0]
@@ -220,6 +242,7 @@ def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_d
         "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=16", "use_cpu=true",
         "logging_steps=1", "max_train_pairs=8"])
     out = train_eg_rl(config)
+    assert (out / "reward_curves.png").stat().st_size > 0  # with the weighted-spread panel
     reasoner = load_reasoner(out)  # the saved policy loads and generates
     assert reasoner.generate([Item(text="a red circle")], role="query", max_new_tokens=8)[0] is not None
 

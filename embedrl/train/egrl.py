@@ -72,7 +72,10 @@ class EGRLConfig(GRPOConfig):
     data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
     format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})
     process_weight: float = field(default=0.2, metadata={"help": "beta (paper): weight of the process reward."})
-    outcome_weight: float = field(default=0.8, metadata={"help": "gamma: weight of the outcome reward."})
+    outcome_weight: float = field(default=0.8, metadata={
+        "help": "gamma: weight of the outcome reward. GRPO standardises the total per group, so weights act "
+                "through each reward's spread: the run logs weight x std per reward and warns when one drowns "
+                "another (a margin at small outcome_tau varies little and needs a larger weight)."})
     outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
     outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
     outcome_negatives: str = field(default="batch", metadata={
@@ -461,8 +464,42 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
                        train_dataset=dataset.hf, peft_config=peft_config)
 
 
-def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
-    """One line per reward component (and the total) over training steps, as a PNG."""
+def reward_spread(log_history: Sequence[dict[str, Any]], weights: dict[str, float]) -> dict[str, float]:
+    """Each weighted reward's spread over rollouts: its weight x its logged std, averaged over the logs.
+
+    GRPO standardises the total within each prompt's group, so a weight means nothing on its
+    own: what steers training is how far each component moves the total compared with the
+    others. A cosine margin that varies by 0.01 at weight 0.8 is drowned by a 0/1 format reward
+    at weight 0.3, however the weights read.
+    """
+    out = {}
+    for name, weight in weights.items():
+        stds = [row[f"rewards/{name}/std"] for row in log_history if f"rewards/{name}/std" in row]
+        if stds:
+            out[name] = abs(weight) * sum(stds) / len(stds)
+    return out
+
+
+def check_reward_balance(spread: dict[str, float], ratio: float = 0.2) -> list[str]:
+    """Warnings for components that barely (or never) moved the total against the strongest one."""
+    if not spread:
+        return []
+    top, top_spread = max(spread.items(), key=lambda kv: kv[1])
+    warnings = []
+    for name, value in spread.items():
+        if value == 0:
+            warnings.append(f"the {name} reward never varied over rollouts: it gave no training signal")
+        elif value < ratio * top_spread:
+            warnings.append(f"the {name} reward's weighted spread is {value:.3g} against {top}'s {top_spread:.3g}: "
+                            f"it barely steers training; raise {name}_weight (x{top_spread / value:.2g} would "
+                            f"match {top}) or lower {top}_weight")
+    return warnings
+
+
+def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path,
+                       weights: dict[str, float] | None = None) -> Path | None:
+    """Each reward component (and the total) over training steps as a PNG; with `weights`, a
+    second panel shows each component's weighted spread, the share of the advantage it steers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -472,16 +509,29 @@ def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path) 
     rows = [r for r in log_history if "step" in r and "reward" in r]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2 if weights else 1, figsize=(12 if weights else 7, 4), squeeze=False)
+    colours = {key.split("/")[1]: f"C{i + 1}" for i, key in enumerate(names)}  # same colour in both panels
+    ax = axes[0][0]
     for key in ["reward", *names]:
         points = [(r["step"], r[key]) for r in rows if key in r]
         label = "total" if key == "reward" else key.split("/")[1]
-        ax.plot(*zip(*points), label=label, linewidth=2 if key == "reward" else 1)
+        ax.plot(*zip(*points), label=label, linewidth=2 if key == "reward" else 1, color=colours.get(label, "C0"))
     ax.set_xlabel("step")
     ax.set_ylabel("mean reward")
     ax.set_title("EG-RL rewards")
     ax.legend()
     ax.grid(alpha=0.3)
+    if weights:
+        ax = axes[0][1]
+        for name, weight in weights.items():
+            points = [(r["step"], abs(weight) * r[f"rewards/{name}/std"]) for r in rows if f"rewards/{name}/std" in r]
+            if points:
+                ax.plot(*zip(*points), label=f"{name} (x{weight:g})", color=colours.get(name))
+        ax.set_xlabel("step")
+        ax.set_ylabel("weight x std over rollouts")
+        ax.set_title("What steers the advantage")
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -497,8 +547,15 @@ def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | N
     trainer = build_egrl_trainer(config, embedder)
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
-    write_json(out / "log_history.json", trainer.state.log_history)
-    plot_reward_curves(trainer.state.log_history, out / "reward_curves.png")
+    history = trainer.state.log_history
+    write_json(out / "log_history.json", history)
+    weights = dict(config.active_weights())
+    spread = reward_spread(history, weights)
+    logger.info("weighted reward spread (weight x std over rollouts): %s",
+                ", ".join(f"{name} {value:.3g}" for name, value in spread.items()))
+    for warning in check_reward_balance(spread):
+        logger.warning(warning)
+    plot_reward_curves(history, out / "reward_curves.png", weights)
     # last: the reasoner's config file marks the run complete
     Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out)).save_pretrained(out)
     return out
