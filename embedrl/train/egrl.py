@@ -472,11 +472,19 @@ def reward_spread(log_history: Sequence[dict[str, Any]], weights: dict[str, floa
     others. A cosine margin that varies by 0.01 at weight 0.8 is drowned by a 0/1 format reward
     at weight 0.3, however the weights read.
     """
+    return {name: sum(v for _, v in points) / len(points)
+            for name, points in weighted_spread_by_step(log_history, weights).items()}
+
+
+def weighted_spread_by_step(log_history: Sequence[dict[str, Any]],
+                            weights: dict[str, float]) -> dict[str, list[tuple[int, float]]]:
+    """(step, weight x logged std) for each reward that was logged; rows without it are skipped."""
     out = {}
     for name, weight in weights.items():
-        stds = [row[f"rewards/{name}/std"] for row in log_history if f"rewards/{name}/std" in row]
-        if stds:
-            out[name] = abs(weight) * sum(stds) / len(stds)
+        key = f"rewards/{name}/std"
+        points = [(row.get("step", 0), abs(weight) * row[key]) for row in log_history if key in row]
+        if points:
+            out[name] = points
     return out
 
 
@@ -523,10 +531,8 @@ def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path,
     ax.grid(alpha=0.3)
     if weights:
         ax = axes[0][1]
-        for name, weight in weights.items():
-            points = [(r["step"], abs(weight) * r[f"rewards/{name}/std"]) for r in rows if f"rewards/{name}/std" in r]
-            if points:
-                ax.plot(*zip(*points), label=f"{name} (x{weight:g})", color=colours.get(name))
+        for name, points in weighted_spread_by_step(rows, weights).items():
+            ax.plot(*zip(*points), label=f"{name} (x{weights[name]:g})", color=colours.get(name))
         ax.set_xlabel("step")
         ax.set_ylabel("weight x std over rollouts")
         ax.set_title("What steers the advantage")
