@@ -247,6 +247,30 @@ def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_d
     assert reasoner.generate([Item(text="a red circle")], role="query", max_new_tokens=8)[0] is not None
 
 
+def test_eg_rl_resumes_from_the_checkpoints_policy_weights(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir, tmp_path):
+    from embedrl.models.hf import load_vlm
+    from embedrl.train.egrl import build_egrl_config, train_eg_rl
+
+    def run(steps, resume):
+        return train_eg_rl(build_egrl_config(None, [
+            f"reasoner={tiny_reasoner_dir}", f"embedder={tiny_clip_dir}", f"data_root={synth_tiny_dir}",
+            f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"output_dir={tmp_path}", f"max_steps={steps}",
+            "save_steps=1", "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=16",
+            "use_cpu=true", "logging_steps=1", "max_train_pairs=8"]), resume=resume)
+
+    run(1, False)
+    # the checkpoint's policy, made unmistakable: the resumed run must go on from it, not from the start
+    checkpoint = tmp_path / "checkpoint-1"
+    policy, _ = load_vlm(checkpoint, what="reasoner")
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05)
+    policy.save_pretrained(checkpoint)
+    run(2, True)
+    saved, final = (load_vlm(path, what="reasoner")[0].state_dict() for path in (checkpoint, tmp_path))
+    assert max((final[k] - saved[k]).abs().max().item() for k in saved) < 0.01  # a step moves it a little
+
+
 def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir, tmp_path, capsys):
     from embedrl.cli import main
 

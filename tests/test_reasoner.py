@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,21 @@ def test_sft_reduces_loss_and_saves_a_loadable_reasoner(bench, tiny_reasoner_dir
     assert trained.cache_key[1] != reasoner.cache_key[1]  # new weights: new cache entries
     out = trained.generate(items, role="query", max_new_tokens=8)
     assert len(out) == 3 and all(isinstance(t, TCoT) for t in out)
+
+
+def test_sft_resumed_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(bench, tiny_reasoner_dir, tmp_path):
+    # a Qwen2-VL checkpoint stores its weights under the original key names; resuming must load them
+    # (the Trainer's own resume matched no key and went on from the starting weights)
+    args = ("max_steps=4", "save_strategy=steps", "save_steps=2", "max_train_pairs=16",
+            "per_device_train_batch_size=4", "learning_rate=5e-3")
+    whole = _sft(bench, tiny_reasoner_dir, tmp_path / "whole", *args)
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    resumed = _sft(bench, tiny_reasoner_dir, tmp_path / "resumed", *args, "--resume")
+    loss = {name: [h["loss"] for h in state["log_history"] if "loss" in h] for name, state in
+            (("whole", whole), ("resumed", resumed))}
+    assert loss["resumed"] == pytest.approx(loss["whole"], rel=1e-4), loss  # steps 3-4 as well as 1-2
+    a, b = (load_reasoner(tmp_path / name, device="cpu").model.state_dict() for name in ("whole", "resumed"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_lora_sft_saves_adapters_that_load(bench, tiny_reasoner_dir, items, tmp_path):

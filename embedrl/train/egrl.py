@@ -34,6 +34,7 @@ from embedrl.models.base import Embedder, load_embedder
 from embedrl.models.prompts import build_messages, modality_of
 from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
+from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 from embedrl.train.rewards import (
     completion_text,
     discriminator_prompt,
@@ -383,8 +384,9 @@ class ProcessReward(_RolloutReward):
         return out
 
 
-class EGRLTrainer(GRPOTrainer):
-    """GRPOTrainer that also times generation, for `embedrl bench rl`."""
+class EGRLTrainer(ResumesFullWeights, GRPOTrainer):
+    """GRPOTrainer that also times generation, for `embedrl bench rl`, and resumes the policy's weights
+    (`ResumesFullWeights`)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -548,7 +550,6 @@ def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path,
 def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | None = None) -> Path:
     """Run EG-RL and save the policy as a Reasoner directory at `config.output_dir`."""
     from embedrl.models.reasoner import Reasoner
-    from embedrl.train.checkpoints import resume_checkpoint
 
     trainer = build_egrl_trainer(config, embedder)
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import SFTConfig
+from trl import SFTConfig, SFTTrainer
 
 from embedrl.config import build_config as _build_config
 from embedrl.errors import EmbedrlError
@@ -33,7 +33,7 @@ from embedrl.models.hf import freeze_vision_tower
 from embedrl.models.prompts import ROLES, build_messages, modality_of
 from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import check_evidence, parse_tcot
-from embedrl.train.checkpoints import resume_checkpoint
+from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +148,13 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
     return run_sft(config, examples, resume)
 
 
+class ReasonerSFTTrainer(ResumesFullWeights, SFTTrainer):
+    """TRL's SFTTrainer whose resume restores the reasoner's weights (`ResumesFullWeights`)."""
+
+
 def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Path:
     """SFTTrainer on prompt-completion examples; saves the Reasoner to `config.output_dir` (T-CoT SFT and
     the perception warm-up both end here). LoRA when the config has `lora: true`."""
-    from trl import SFTTrainer
-
     from embedrl.models.reasoner import load_reasoner
 
     reasoner = load_reasoner(config.model, device="cpu",  # the Trainer places the model
@@ -168,7 +170,7 @@ def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Pa
     if getattr(config, "freeze_vision", False):
         freeze_vision_tower(model, what=f"reasoner {config.model}")
     model.train()
-    trainer = SFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
+    trainer = ReasonerSFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
                          processing_class=reasoner.processor)
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
