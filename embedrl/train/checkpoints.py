@@ -55,7 +55,8 @@ class ResumesFullWeights:
     the file with `load_state_dict(strict=False)` and no renaming, so no key matches and nothing
     is loaded: the run takes the checkpoint's step, optimiser and schedule but goes on from its
     *starting* weights, with only a log line to say so (transformers issue #43701; a T-CoT SFT
-    resumed at step 1200 went from loss 0.55 back to 7.1). PEFT adapters keep the Trainer's path.
+    resumed at step 1200 went from loss 0.55 back to 7.1). The saved copy sits in CPU memory until
+    it is copied in. PEFT adapters keep the Trainer's path.
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:

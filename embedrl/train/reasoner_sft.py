@@ -171,7 +171,7 @@ def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Pa
         freeze_vision_tower(model, what=f"reasoner {config.model}")
     model.train()
     trainer = ReasonerSFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
-                         processing_class=reasoner.processor)
+                                 processing_class=reasoner.processor)
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
     trainer.save_state()  # trainer_state.json: the logged losses, for plots and checks
