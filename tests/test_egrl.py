@@ -435,6 +435,22 @@ def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_ti
         CandidateBank(None, pairs, "written")
 
 
+def test_ablation_reports_the_share_of_usable_tcots_per_variant():
+    from embedrl.eval.ablation import format_usage, summarize_usage
+
+    def run(usable_query):  # two sets; targets all usable
+        return {"A": {"query": {"written": 10, "usable": usable_query}, "target": {"written": 5, "usable": 5}},
+                "B": {"query": {"written": 10, "usable": 10}}}
+
+    usable = summarize_usage({"raw": {}, "sft": {0: run(0), 1: run(10)}, "eg_rl": {0: run(10)}})
+    assert "raw" not in usable
+    assert usable["sft"]["query"] == {"mean": 75.0, "std": 25.0}  # 50% and 100% of 20
+    assert usable["sft"]["target"] == {"mean": 100.0, "std": 0.0}
+    table = format_usage(usable)
+    assert "| (b) T-CoT, SFT reasoner | 75.0 ± 25.0 | 100.0 ± 0.0 |" in table
+    assert format_usage({}) == ""
+
+
 def test_paired_interval_of_a_step_over_the_same_queries():
     from embedrl.eval.ablation import paired_interval
 

@@ -325,6 +325,30 @@ def test_tcot_modes_call_the_reasoner_per_side(clip, toy_root, tmp_path):
         evaluate(clip, registry, root, tmp_path / "c", tcot_mode="both")
 
 
+class HalfBrokenReasoner:
+    """Every other T-CoT broken: bad tags, or key frames for an image."""
+
+    def generate(self, items, role="query"):
+        from embedrl.tcot import TCoT, parse_tcot
+
+        broken = [parse_tcot('<thinking>{"bbox_2d": [9, 9, 1, 1]}</thinking><rethink>r</rethink><answer>a</answer>'), TCoT(key_frames=[2])]
+        return [TCoT(keywords=["red"]) if i % 2 == 0 else broken[i // 2 % 2] for i in range(len(items))]
+
+
+def test_scores_count_the_tcots_that_fell_back_to_raw_input(clip, toy_root, tmp_path, caplog):
+    root, registry = toy_root
+    with caplog.at_level("WARNING", logger="embedrl.eval.mmeb"):
+        evaluate(clip, registry, root, tmp_path / "out", datasets=["Toy-I2I"], reasoner=HalfBrokenReasoner(),
+                 tcot_mode="both")
+    score = json.loads(score_path(tmp_path / "out", load_registry(registry)[0]).read_text())
+    assert score["query_tcots"] == {"written": 2, "usable": 1, "top_problem": "box [9, 9, 1, 1] is inverted or empty"}
+    assert score["target_tcots"]["written"] == 4 and score["target_tcots"]["usable"] == 2
+    assert "1 of 2 query T-CoTs are broken" in caplog.text and "2 of 4 target T-CoTs" in caplog.text
+    # without a reasoner there is nothing to count
+    evaluate(clip, registry, root, tmp_path / "raw", datasets=["Toy-I2I"])
+    assert "query_tcots" not in json.loads(score_path(tmp_path / "raw", load_registry(registry)[0]).read_text())
+
+
 def test_cli_eval_mmeb_then_report(tiny_clip_dir, toy_root, tmp_path, capsys):
     import embedrl.cli as cli
 

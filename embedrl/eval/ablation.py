@@ -8,7 +8,8 @@ hyperparameters; this module only sets paths and seeds. Every stage resumes: fin
 are skipped, and a training stage that was killed continues from its last complete checkpoint.
 
 Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
-`ablation.md` (the table, mean +/- std over seeds) and `reward_curves.png`.
+`ablation.md` (the table, mean +/- std over seeds; each step's paired interval; the share of
+T-CoTs the embedder could use) and `reward_curves.png`.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ def hits_path(result: Path) -> Path:
     return result.with_name(result.stem + ".hits.json")
 
 
+def usage_path(result: Path) -> Path:
+    """Where an evaluation's T-CoT usage (written / usable per set and role) sits, beside its scores."""
+    return result.with_name(result.stem + ".tcots.json")
+
+
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
     from embedrl.eval.mmeb import quick_eval_hits
     from embedrl.models.base import load_embedder
@@ -144,9 +150,12 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
 
         loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
                                max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
-    scores, hits = quick_eval_hits(load_embedder(str(embedder)), config.eval_data or config.data, config.datasets,
-                                   loaded, config.tcot_mode if loaded else "none", max_queries=config.eval_queries)
+    scores, hits, usage = quick_eval_hits(load_embedder(str(embedder)), config.eval_data or config.data,
+                                          config.datasets, loaded, config.tcot_mode if loaded else "none",
+                                          max_queries=config.eval_queries)
     write_json(hits_path(out), hits)
+    if usage and any(usage.values()):
+        write_json(usage_path(out), usage)
     write_json(out, scores)  # last: marks the stage done
 
 
@@ -194,6 +203,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
         rl_extra = [f"discriminator={discriminator}"]
     scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
     hits: dict[str, dict[int, dict[str, list[int]]]] = {v: {} for v in config.variants}
+    usage: dict[str, dict[int, dict]] = {v: {} for v in config.variants}
     for seed in config.seeds:
         run = out / f"seed{seed}"
         sft = run / "sft"
@@ -212,15 +222,18 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
             scores[variant][seed] = read_json(result)
             if hits_path(result).is_file():
                 hits[variant][seed] = read_json(hits_path(result))
+            if usage_path(result).is_file():
+                usage[variant][seed] = read_json(usage_path(result))
     summary = summarize(scores)
     steps = step_intervals(hits, config.seeds)
+    usable = summarize_usage(usage)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
-              "timings_s": pipe.timings}
+              "usable_tcots": usable, "timings_s": pipe.timings}
     write_json(out / "ablation.json", report)
-    (out / "ablation.md").write_text(format_table(summary) + format_steps(steps), encoding="utf-8")
+    (out / "ablation.md").write_text(format_table(summary) + format_steps(steps) + format_usage(usable), encoding="utf-8")
     plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
 
@@ -271,6 +284,34 @@ def format_steps(steps: dict[str, dict[str, float]]) -> str:
                      f"{step['low']:+.1f} to {step['high']:+.1f} |")
     return "\n".join(lines) + "\n\nSame queries for every run: a step whose interval spans 0 is within what the " \
         "draw of held-out queries alone could make.\n"
+
+
+def summarize_usage(usage: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and role: the share (%) of written T-CoTs the embedder could use, over every set,
+    mean and (population) std over the seeds that recorded it."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, by_seed in usage.items():
+        for role in ("query", "target"):
+            shares = []
+            for sets in by_seed.values():
+                written = sum(u[role]["written"] for u in sets.values() if role in u)
+                if written:
+                    shares.append(100 * sum(u[role]["usable"] for u in sets.values() if role in u) / written)
+            if shares:
+                out.setdefault(variant, {})[role] = {"mean": statistics.fmean(shares),
+                                                     "std": statistics.pstdev(shares)}
+    return out
+
+
+def format_usage(usable: dict[str, dict[str, dict[str, float]]]) -> str:
+    if not usable:
+        return ""
+    lines = ["", "| variant | usable query T-CoTs | usable target T-CoTs |", "|---|---|---|"]
+    for variant, roles in usable.items():
+        cells = [f"{roles[r]['mean']:.1f} ± {roles[r]['std']:.1f}" if r in roles else "–" for r in ("query", "target")]
+        lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nShare (%) of the T-CoTs written that the embedder used, over every set, mean ± std " \
+        "over seeds; an item whose T-CoT is broken (tags, JSON, boxes, key frames) is embedded raw.\n"
 
 
 def summarize(scores: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:

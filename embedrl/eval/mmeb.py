@@ -129,6 +129,29 @@ def _tcots(reasoner: Reasoner | None, items: list[Item], role: str) -> list[TCoT
     return tcots
 
 
+def tcot_usage(items: Sequence[Item], tcots: Sequence[TCoT | None]) -> dict[str, Any]:
+    """How many of the T-CoTs written for `items` an embedder can use, and the commonest reason
+    the others cannot: those items are embedded raw, so a reasoner that often breaks its format
+    scores near raw input whatever its reasoning."""
+    from collections import Counter
+
+    from embedrl.tcot import check_evidence
+
+    problems: Counter[str] = Counter()
+    written = 0
+    for item, tcot in zip(items, tcots):
+        if tcot is None:  # not a modality the reasoner writes for
+            continue
+        written += 1
+        problem = tcot.reason if not tcot.valid else check_evidence(tcot, item)
+        if problem:
+            problems[problem.split(";")[0]] += 1
+    usage: dict[str, Any] = {"written": written, "usable": written - sum(problems.values())}
+    if problems:
+        usage["top_problem"] = problems.most_common(1)[0][0]
+    return usage
+
+
 def _describe(item: Item) -> str:
     if item.frames:
         return str(Path(str(item.frames[0])).parent)
@@ -195,6 +218,13 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
         "num_pred": len(preds), "num_data": len(task.queries), "num_candidates": len(task.candidates),
         "tied_at_1": tied,
     })
+    for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
+        if tcots is not None:
+            score[f"{role}_tcots"] = usage = tcot_usage(items, tcots)
+            if usage["usable"] < 0.8 * usage["written"]:
+                logger.warning("%s: %d of %d %s T-CoTs are broken and their items were embedded raw (most often: "
+                               "%s)", task.name, usage["written"] - usage["usable"], usage["written"], role,
+                               usage.get("top_problem"))
     if task.notes:
         score["notes"] = list(task.notes)
     timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
@@ -286,15 +316,18 @@ def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[s
 
 def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
                     reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64,
-                    max_queries: int | None = None) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """`quick_eval`'s scores and, per set, each query's Hit@1 (0/1, in query order): what paired
-    comparisons of two runs on the same queries need."""
+                    max_queries: int | None = None
+                    ) -> tuple[dict[str, float], dict[str, list[int]], dict[str, dict[str, dict[str, Any]]]]:
+    """`quick_eval`'s scores; per set, each query's Hit@1 (0/1, in query order): what paired
+    comparisons of two runs on the same queries need; and per set and role, how many T-CoTs were
+    written and usable (`tcot_usage`; empty without a reasoner)."""
     data = Path(data)
     registry = data / "registry.yaml"
     if not registry.is_file():
         raise EmbedrlError(f"{data} has no registry.yaml (make one with `embedrl data synth --out {data}`)")
     scores: dict[str, float] = {}
     hits: dict[str, list[int]] = {}
+    usage: dict[str, dict[str, dict[str, Any]]] = {}
     for spec in load_specs(registry, datasets):
         task = read_task(spec, data)
         task = task.head(max_queries) if max_queries else task
@@ -302,5 +335,6 @@ def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Seque
         scores[spec.name] = 100 * score["hit@1"]
         hits[spec.name] = [int(query_metrics(p["prediction"], dict(zip(p["label"], p["rel_scores"])), (1,))["hit@1"])
                            for p in preds]
+        usage[spec.name] = {role: score[f"{role}_tcots"] for role in ("query", "target") if f"{role}_tcots" in score}
     scores["overall"] = sum(scores.values()) / len(scores)
-    return scores, hits
+    return scores, hits, usage
