@@ -13,14 +13,19 @@ a broken generation costs its format reward, not the training run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
 from embedrl.items import ImageLike, Item, load_image
+
+logger = logging.getLogger(__name__)
 
 TAGS = ("thinking", "rethink", "answer")
 SPECIAL_TOKENS = tuple(f"<{t}>" for t in TAGS) + tuple(f"</{t}>" for t in TAGS)
@@ -254,3 +259,37 @@ def usable_tcot(tcot: TCoT | None, item: Item) -> TCoT | None:
     if tcot is None or not tcot.valid or check_evidence(tcot, item) is not None:
         return None
     return tcot
+
+
+def tcot_usage(items: Sequence[Item], tcots: Sequence[TCoT | None]) -> dict[str, Any]:
+    """How many of the T-CoTs written for `items` an embedder can use, and why the others cannot
+    (first fault of each, commonest first). Those items are embedded raw, so a reasoner that often
+    breaks its format scores near raw input whatever its reasoning. None: no T-CoT was written."""
+    problems: Counter[str] = Counter()
+    written = 0
+    for item, tcot in zip(items, tcots, strict=True):
+        if tcot is None:
+            continue
+        written += 1
+        problem = tcot.reason if not tcot.valid else check_evidence(tcot, item)
+        if problem:
+            problems[problem.split("; ")[0]] += 1
+    return {"written": written, "usable": written - sum(problems.values()), "problems": dict(problems.most_common())}
+
+
+def merge_usage(usages: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """`tcot_usage` counts summed (e.g. over an index's shards)."""
+    problems: Counter[str] = Counter()
+    written = usable = 0
+    for u in usages:
+        written, usable = written + u["written"], usable + u["usable"]
+        problems.update(u["problems"])
+    return {"written": written, "usable": usable, "problems": dict(problems.most_common())}
+
+
+def warn_broken(usage: dict[str, Any], what: str, threshold: float = 0.8) -> None:
+    """Log a warning when under `threshold` of the T-CoTs written were usable."""
+    if usage["written"] and usage["usable"] < threshold * usage["written"]:
+        top = next(iter(usage["problems"]))
+        logger.warning("%s: %d of %d are broken and their items were embedded raw (most often: %s)", what,
+                       usage["written"] - usage["usable"], usage["written"], top)

@@ -337,13 +337,15 @@ class HalfBrokenReasoner:
 
 def test_scores_count_the_tcots_that_fell_back_to_raw_input(clip, toy_root, tmp_path, caplog):
     root, registry = toy_root
-    with caplog.at_level("WARNING", logger="embedrl.eval.mmeb"):
+    with caplog.at_level("WARNING", logger="embedrl.tcot"):
         evaluate(clip, registry, root, tmp_path / "out", datasets=["Toy-I2I"], reasoner=HalfBrokenReasoner(),
                  tcot_mode="both")
     score = json.loads(score_path(tmp_path / "out", load_registry(registry)[0]).read_text())
-    assert score["query_tcots"] == {"written": 2, "usable": 1, "top_problem": "box [9, 9, 1, 1] is inverted or empty"}
-    assert score["target_tcots"]["written"] == 4 and score["target_tcots"]["usable"] == 2
-    assert "1 of 2 query T-CoTs are broken" in caplog.text and "2 of 4 target T-CoTs" in caplog.text
+    assert score["query_tcots"] == {"written": 2, "usable": 1,
+                                    "problems": {"box [9, 9, 1, 1] is inverted or empty": 1}}
+    assert score["target_tcots"] == {"written": 4, "usable": 2, "problems": {
+        "box [9, 9, 1, 1] is inverted or empty": 1, "key frames given for an item without frames": 1}}
+    assert "query T-CoTs: 1 of 2 are broken" in caplog.text and "target T-CoTs: 2 of 4 are broken" in caplog.text
     # without a reasoner there is nothing to count
     evaluate(clip, registry, root, tmp_path / "raw", datasets=["Toy-I2I"])
     assert "query_tcots" not in json.loads(score_path(tmp_path / "raw", load_registry(registry)[0]).read_text())

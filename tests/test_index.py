@@ -316,6 +316,7 @@ def test_reasoner_targets_are_cached_across_rebuilds_and_added_items_found(tmp_p
     assert reasoner.generated == 8  # a rebuild generates nothing
     report = json.loads((tmp_path / "b" / "build_report.json").read_text())
     assert report["tcot_cache"] == {"hits": 8, "misses": 0}
+    assert report["tcots"] == {"written": 8, "usable": 8, "problems": {}}
 
     added = add_to_index(tmp_path / "a", corpus.items[8:], clip, reasoner=reasoner, cache=tmp_path / "cache.sqlite")
     assert added["added"] == 3 and load_manifest(tmp_path / "a")["count"] == 11
@@ -325,6 +326,25 @@ def test_reasoner_targets_are_cached_across_rebuilds_and_added_items_found(tmp_p
     assert parse_tcot(hit.tcot).same_content(parse_tcot(render_tcot(reasoner.generate([Item(text="a pink square")])[0])))
     with pytest.raises(EmbedrlError, match="built with reasoner"):
         add_to_index(tmp_path / "a", corpus.items[:1], clip)
+
+
+class SloppyReasoner(WordReasoner):
+    """Breaks every other T-CoT it writes (an unclosed tag)."""
+
+    cache_key = ("sloppy-reasoner", "v0hash", "p1")
+
+    def generate(self, items, role="target", **kwargs):
+        return [t if i % 2 == 0 else parse_tcot("<thinking>{") for i, t in enumerate(super().generate(items, role))]
+
+
+def test_build_report_counts_the_tcots_that_fell_back_to_raw_input(tmp_path, clip, caplog):
+    corpus = Corpus([Item(text=f"a {c} square", id=c) for c in list(COLORS)[:8]])
+    with caplog.at_level("WARNING", logger="embedrl.tcot"):
+        build_index(clip, corpus, tmp_path / "idx", reasoner=SloppyReasoner(), cache=tmp_path / "cache.sqlite",
+                    shard_size=4)
+    report = json.loads((tmp_path / "idx" / "build_report.json").read_text())
+    assert report["tcots"] == {"written": 8, "usable": 4, "problems": {"<thinking> block not closed": 4}}
+    assert "corpus T-CoTs" in caplog.text and "4 of 8 are broken" in caplog.text
 
 
 def test_search_finds_the_gold_as_often_as_the_evaluation_harness_says(tmp_path, clip):

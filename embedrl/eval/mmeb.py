@@ -48,6 +48,7 @@ from embedrl.eval.metrics import (
 )
 from embedrl.eval.readers import EvalTask, MissingData, read_task
 from embedrl.io import ensure_dir, read_json, write_json, write_jsonl
+from embedrl.tcot import tcot_usage, warn_broken
 
 if TYPE_CHECKING:
     from embedrl.items import Item
@@ -129,29 +130,6 @@ def _tcots(reasoner: Reasoner | None, items: list[Item], role: str) -> list[TCoT
     return tcots
 
 
-def tcot_usage(items: Sequence[Item], tcots: Sequence[TCoT | None]) -> dict[str, Any]:
-    """How many of the T-CoTs written for `items` an embedder can use, and the commonest reason
-    the others cannot: those items are embedded raw, so a reasoner that often breaks its format
-    scores near raw input whatever its reasoning."""
-    from collections import Counter
-
-    from embedrl.tcot import check_evidence
-
-    problems: Counter[str] = Counter()
-    written = 0
-    for item, tcot in zip(items, tcots):
-        if tcot is None:  # not a modality the reasoner writes for
-            continue
-        written += 1
-        problem = tcot.reason if not tcot.valid else check_evidence(tcot, item)
-        if problem:
-            problems[problem.split(";")[0]] += 1
-    usage: dict[str, Any] = {"written": written, "usable": written - sum(problems.values())}
-    if problems:
-        usage["top_problem"] = problems.most_common(1)[0][0]
-    return usage
-
-
 def _describe(item: Item) -> str:
     if item.frames:
         return str(Path(str(item.frames[0])).parent)
@@ -221,10 +199,7 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
         if tcots is not None:
             score[f"{role}_tcots"] = usage = tcot_usage(items, tcots)
-            if usage["usable"] < 0.8 * usage["written"]:
-                logger.warning("%s: %d of %d %s T-CoTs are broken and their items were embedded raw (most often: "
-                               "%s)", task.name, usage["written"] - usage["usable"], usage["written"], role,
-                               usage.get("top_problem"))
+            warn_broken(usage, f"{task.name}: {role} T-CoTs")
     if task.notes:
         score["notes"] = list(task.notes)
     timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,

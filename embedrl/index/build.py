@@ -8,7 +8,8 @@
    on a rerun, so a killed build resumes where it stopped. A shard's contents do not depend
    on the number of processes, so N processes build the same index as one.
 2. With a reasoner, each item's target-role T-CoT comes from the shared T-CoT cache (or is
-   generated once and cached) and is encoded with the item.
+   generated once and cached) and is encoded with the item; a broken T-CoT leaves its item raw,
+   and `build_report.json` counts those (`tcots`), with a warning when they pass a fifth.
 3. An item whose image cannot be read is skipped, counted and listed in `build_report.json`.
 4. Rank 0 then trains the FAISS index on a sample (IVF/PQ), adds the shards one by one,
    writes `index.faiss` and `store.sqlite`, and writes `manifest.json` LAST: a directory
@@ -43,7 +44,7 @@ from embedrl.index.corpus import Corpus, read_corpus
 from embedrl.index.store import ItemStore
 from embedrl.io import atomic_write, ensure_dir, read_json, write_json
 from embedrl.items import Item, load_image
-from embedrl.tcot import TCoT, render_tcot
+from embedrl.tcot import TCoT, merge_usage, render_tcot, tcot_usage, warn_broken
 
 if TYPE_CHECKING:
     from embedrl.models.base import Embedder
@@ -206,6 +207,8 @@ def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike
 
         done = attempt(embed)
         rows, vectors = done if done else ([], np.zeros((0, embedder.dim), np.float32))
+        if reasoner is not None:
+            stats["tcots"] = tcot_usage([items[i] for i in rows], [tcots.get(i) for i in rows])
         return EncodedShard(
             vectors=vectors, rows=[start + i for i in rows],
             tcots=[render_tcot(tcots[i]) if tcots.get(i) is not None else None for i in rows],
@@ -372,6 +375,9 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
                        "misses": sum(s.get("tcot_misses", 0) for s in stats)},
         "finished": now(),
     }
+    if any("tcots" in s for s in stats):
+        report["tcots"] = merge_usage(s["tcots"] for s in stats if "tcots" in s)
+        warn_broken(report["tcots"], f"corpus T-CoTs (see {out / REPORT_FILE})")
     write_json(out / REPORT_FILE, report)
     if skipped:
         logger.warning("%d item(s) skipped (unreadable media), listed in %s", len(skipped), out / REPORT_FILE)

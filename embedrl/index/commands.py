@@ -101,7 +101,7 @@ def cmd_info(args) -> int:
     if report_path.is_file():
         report = json.loads(report_path.read_text())
         manifest["build_report"] = {k: report[k] for k in ("skipped_count", "skipped", "encode_seconds",
-                                                           "index_seconds", "tcot_cache") if k in report}
+                                                           "index_seconds", "tcot_cache", "tcots") if k in report}
     _print(manifest)
     return 0
 
