@@ -300,7 +300,7 @@ def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
-@pytest.mark.parametrize("name", ["ablation_tiny.yaml", "ablation_tiny_warm.yaml"])
+@pytest.mark.parametrize("name", ["ablation_tiny.yaml", "ablation_tiny_warm.yaml", "ablation_tiny_warm_digits.yaml"])
 def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
     from pathlib import Path
 

@@ -45,6 +45,9 @@ class AblationConfig:
     data: str = field(default="runs/synth", metadata={"help": "Synthetic benchmark folder (made if missing)."})
     data_size: str = field(default="small", metadata={"help": "Benchmark size when it has to be made."})
     embedder_recipe: str = "train/embedder_tiny_clip.yaml"
+    reasoner_preset: str = field(default="tiny-reasoner", metadata={
+        "help": "Preset the reasoner starts from: tiny-reasoner, or tiny-reasoner-digits (numbers written digit by "
+                "digit, as Qwen2's tokenizer does)."})
     warmup_recipe: str | None = field(default=None, metadata={
         "help": "Perception warm-up recipe for a from-scratch reasoner, run once before the seeds' SFT "
                 "(e.g. train/reasoner_warmup_tiny.yaml); none: SFT starts from the preset."})
@@ -71,11 +74,13 @@ class AblationConfig:
     tcot_modalities: list[str] | None = field(default=None, metadata={
         "help": "Item modalities the reasoner writes T-CoTs for in EG-RL and evaluation (e.g. [image, video]); "
                 "items of others are embedded raw. SFT still learns from every annotation. None: all."})
-    max_new_tokens: int = 128
+    max_new_tokens: int = 160  # the tiny preset writes T-CoT annotations in up to 136 tokens
 
     def __post_init__(self):
         from embedrl.models.reasoner import check_modalities
 
+        if self.reasoner_preset not in ("tiny-reasoner", "tiny-reasoner-digits"):
+            raise ValueError(f"reasoner_preset must be tiny-reasoner or tiny-reasoner-digits, not {self.reasoner_preset!r}")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
@@ -99,7 +104,7 @@ def _train_warmup(config: AblationConfig, presets: Path, out: Path) -> None:
     from embedrl.train.reasoner_warmup import build_config, train_reasoner_warmup
 
     train_reasoner_warmup(build_config(config.warmup_recipe, [
-        f"model={presets / 'tiny-reasoner'}", f"output_dir={out}", *config.warmup_overrides]), resume=True)
+        f"model={presets / config.reasoner_preset}", f"output_dir={out}", *config.warmup_overrides]), resume=True)
 
 
 def _train_discriminator(config: AblationConfig, presets: Path, out: Path) -> None:
@@ -107,7 +112,8 @@ def _train_discriminator(config: AblationConfig, presets: Path, out: Path) -> No
 
     data = Path(config.data)
     train_discriminator(build_config(config.discriminator_recipe, [
-        f"model={presets / 'tiny-reasoner'}", f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+        f"model={presets / config.reasoner_preset}", f"train_data={data / 'train' / 'pairs.jsonl'}",
+        f"data_root={data}",
         f"output_dir={out}", *config.discriminator_overrides]), resume=True)
 
 
@@ -185,12 +191,12 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     if config.eval_data:
         pipe.stage("evaluation benchmark", Path(config.eval_data) / "meta.json", generate_benchmark,
                    config.eval_data, config.eval_data_seed, config.eval_data_size)
-    for name in ("tiny-clip", "tiny-reasoner"):
+    for name in ("tiny-clip", config.reasoner_preset):
         pipe.stage(f"preset {name}", presets / name / ".embedrl-preset.json", make_preset, name, presets / name)
     embedder = out / "embedder"
     pipe.stage("embedder", embedder / "embedrl.json", _train_embedder, config, presets, embedder)
     needs_sft = any(v != "raw" for v in config.variants)
-    start = presets / "tiny-reasoner"
+    start = presets / config.reasoner_preset
     if config.warmup_recipe and needs_sft:
         start = out / "warmup"
         pipe.stage("reasoner warm-up", start / "embedrl_reasoner.json", _train_warmup, config, presets, start)

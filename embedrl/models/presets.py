@@ -6,6 +6,9 @@ downloaded:
     tiny-reasoner       Qwen2VLForConditionalGeneration (0.7M parameters) + a byte-level BPE
                         tokenizer trained here + a Qwen2-VL chat template and processor;
                         loads with AutoModelForImageTextToText / AutoProcessor.
+    tiny-reasoner-digits  the same, with a tokenizer that writes numbers digit by digit, as
+                        the Qwen2 family's tokenizers do (box coordinates are then copied
+                        digit by digit; see eval/README.md, "Broken T-CoTs").
     tiny-vlm-embedder   the same family and tokenizer (own seed offset), with `<emb>` and an
                         `embedrl.json` for the VLM embedder backend.
     tiny-clip           a small open_clip model from a custom config with open_clip's bundled
@@ -34,12 +37,15 @@ log = logging.getLogger(__name__)
 
 PRESETS: dict[str, str] = {
     "tiny-reasoner": "Qwen2VLForConditionalGeneration (0.7M params), local byte-level BPE tokenizer, chat template",
+    "tiny-reasoner-digits": "tiny-reasoner whose tokenizer splits numbers into single digits, as Qwen2's does",
     "tiny-vlm-embedder": "Qwen2-VL family with <emb> registered, for the VLM embedder backend",
     "tiny-clip": "open_clip ViT (width 128, 2 layers, 112 px) + text tower, bundled tokenizer",
 }
 
 # Seeds are offset per preset so that `--seed 0` does not give two presets the same weights.
-_SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-vlm-embedder": 1_000_003, "tiny-clip": 2_000_003}
+# (the two reasoners differ in vocabulary, so their weights differ anyway)
+_SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-vlm-embedder": 1_000_003,
+                 "tiny-clip": 2_000_003}
 
 _STAGING = ".staging-"
 # Written into every preset directory: provenance, and the licence to overwrite it later
@@ -49,7 +55,7 @@ MARKER = ".embedrl-preset.json"
 EMB_TOKEN = "<emb>"
 CHAT_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-TOKENIZER_VOCAB = 1536
+TOKENIZER_VOCAB = 1536  # a ceiling: with digits split, the built-in corpus yields ~800 tokens
 
 # Qwen2-VL chat layout: <|im_start|>role\n...<|im_end|>\n, a default system turn, and each
 # image / video part rendered as <|vision_start|><|image_pad|><|vision_end|> (the processor
@@ -152,12 +158,14 @@ def _looks_like_preset(path: Path) -> bool:
 # --- tokenizer and processor shared by the Qwen2-VL presets ---------------------------------
 
 
-def build_tokenizer():
+def build_tokenizer(split_digits: bool = False):
     """Train the byte-level BPE tokenizer on the built-in corpus; returns a fast HF tokenizer.
 
     Chat and vision markers are special tokens (dropped by `skip_special_tokens`); the T-CoT
     tags and `<emb>` are added as ordinary atomic tokens, so decoded Reasoner output keeps its
-    `<thinking>...</answer>` structure.
+    `<thinking>...</answer>` structure. `split_digits` splits numbers into single digits before
+    BPE, as the Qwen2 family's tokenizers do; without it digit runs merge ("599" as " 59" + "9"),
+    and a box corner cut one token short reads as a smaller number.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -168,6 +176,8 @@ def build_tokenizer():
     special = list(CHAT_TOKENS + VISION_TOKENS)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TOKENIZER_VOCAB, min_frequency=2, special_tokens=special,
@@ -222,12 +232,12 @@ def tiny_qwen2vl_config(tokenizer):
     )
 
 
-def _make_qwen2vl(out: Path, seed: int) -> None:
+def _make_qwen2vl(out: Path, seed: int, split_digits: bool = False) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(split_digits)
     config = tiny_qwen2vl_config(tokenizer)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(seed)
@@ -272,6 +282,7 @@ def _make_tiny_clip(out: Path, seed: int) -> None:
 
 _MAKERS: dict[str, Callable[[Path, int], None]] = {
     "tiny-reasoner": _make_tiny_reasoner,
+    "tiny-reasoner-digits": lambda out, seed: _make_qwen2vl(out, seed, split_digits=True),
     "tiny-vlm-embedder": _make_tiny_vlm_embedder,
     "tiny-clip": _make_tiny_clip,
 }
