@@ -34,8 +34,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"embedder": ["max_steps=10", "per_device_train_batch_size=8"], "sft": ["max_steps=10"],
              "eg_rl": ["max_steps=2", "max_completion_length=24"], "eval_queries": 4, "max_new_tokens": 24},
     # the recipes as they are, scored like `embedrl eval ablation`: small is that ablation's seed
-    "small": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 40, "max_new_tokens": 160},
-    "medium": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 100, "max_new_tokens": 160},
+    "small": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 40, "max_new_tokens": 128},
+    "medium": {"embedder": [], "sft": [], "eg_rl": [], "eval_queries": 100, "max_new_tokens": 128},
 }
 # The recipes a user edits live in the repository's train/ folder, beside the package.
 RECIPES = Path(__file__).resolve().parents[1] / "train"

@@ -74,7 +74,7 @@ class AblationConfig:
     tcot_modalities: list[str] | None = field(default=None, metadata={
         "help": "Item modalities the reasoner writes T-CoTs for in EG-RL and evaluation (e.g. [image, video]); "
                 "items of others are embedded raw. SFT still learns from every annotation. None: all."})
-    max_new_tokens: int = 160  # the tiny preset writes T-CoT annotations in up to 136 tokens
+    max_new_tokens: int = 128  # tiny-reasoner-digits writes longer T-CoTs: its config sets 160
 
     def __post_init__(self):
         from embedrl.models.reasoner import check_modalities

@@ -94,7 +94,7 @@ class Reasoner:
     """Wraps an image-text-to-text model and its processor; writes T-CoTs for items."""
 
     def __init__(self, model, processor, name_or_path: str = "", device: str | torch.device | None = None,
-                 weights_hash: str | None = None, cache=None, max_new_tokens: int = 160,
+                 weights_hash: str | None = None, cache=None, max_new_tokens: int = 128,
                  batch_size: int = 32, modalities: Sequence[str] | None = None):
         self.model = model
         self.modalities = check_modalities(modalities)
