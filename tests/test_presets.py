@@ -231,7 +231,8 @@ def test_remaking_over_another_preset_or_an_interrupted_make(tmp_path, tiny_reas
 
 
 def test_errors_unknown_name_and_bad_out(tmp_path):
-    with pytest.raises(EmbedrlError, match="unknown preset 'tiny-gpt'.*tiny-reasoner, tiny-vlm-embedder, tiny-clip"):
+    known = "tiny-reasoner, tiny-reasoner-digits, tiny-vlm-embedder, tiny-clip"
+    with pytest.raises(EmbedrlError, match=f"unknown preset 'tiny-gpt'.*{known}"):
         make_preset("tiny-gpt", tmp_path / "x")
     (tmp_path / "file").write_text("x")
     with pytest.raises(EmbedrlError, match="is a file"):
