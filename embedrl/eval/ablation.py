@@ -77,10 +77,11 @@ class AblationConfig:
     max_new_tokens: int = 128  # tiny-reasoner-digits writes longer T-CoTs: its config sets 160
 
     def __post_init__(self):
+        from embedrl.models.presets import REASONER_PRESETS
         from embedrl.models.reasoner import check_modalities
 
-        if self.reasoner_preset not in ("tiny-reasoner", "tiny-reasoner-digits"):
-            raise ValueError(f"reasoner_preset must be tiny-reasoner or tiny-reasoner-digits, not {self.reasoner_preset!r}")
+        if self.reasoner_preset not in REASONER_PRESETS:
+            raise ValueError(f"reasoner_preset must be one of {list(REASONER_PRESETS)}, not {self.reasoner_preset!r}")
         unknown = set(self.variants) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
@@ -113,8 +114,7 @@ def _train_discriminator(config: AblationConfig, presets: Path, out: Path) -> No
     data = Path(config.data)
     train_discriminator(build_config(config.discriminator_recipe, [
         f"model={presets / config.reasoner_preset}", f"train_data={data / 'train' / 'pairs.jsonl'}",
-        f"data_root={data}",
-        f"output_dir={out}", *config.discriminator_overrides]), resume=True)
+        f"data_root={data}", f"output_dir={out}", *config.discriminator_overrides]), resume=True)
 
 
 def _train_sft(config: AblationConfig, start: Path, seed: int, out: Path) -> None:

@@ -42,6 +42,9 @@ PRESETS: dict[str, str] = {
     "tiny-clip": "open_clip ViT (width 128, 2 layers, 112 px) + text tower, bundled tokenizer",
 }
 
+# The presets a reasoner (warm-up, SFT, EG-RL) can start from.
+REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits")
+
 # Seeds are offset per preset so that `--seed 0` does not give two presets the same weights.
 # (the two reasoners differ in vocabulary, so their weights differ anyway)
 _SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-vlm-embedder": 1_000_003,
