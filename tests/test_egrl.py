@@ -1,6 +1,7 @@
 """EG-RL: reward functions on hand-made similarities, candidate shuffling, format checks, one GRPO step."""
 
 import json
+import math
 import random
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -39,6 +40,21 @@ def test_outcome_reward_on_hand_made_similarities():
     # with k=2 the second row is paid too; a lower tau weights the hardest negative more
     assert outcome_rewards(sim_pos, sim_neg, k=2)[1] > 0
     assert outcome_rewards(sim_pos[:1], sim_neg[:1], tau=0.01)[0] < outcome_rewards(sim_pos[:1], sim_neg[:1], tau=10)[0]
+
+
+def test_rank_outcome_pays_by_rank_alone():
+    sim_pos = torch.tensor([0.9, 0.5, 0.5, 0.52, 0.4])
+    sim_neg = torch.tensor([[0.1, 0.3, float("nan")],   # rank 1
+                            [0.6, 0.2, 0.1],            # rank 2
+                            [0.6, 0.55, 0.1],           # rank 3
+                            [0.6, 0.55, 0.1],           # rank 3 too: a larger margin that changes no rank pays nothing
+                            [float("nan")] * 3])        # nothing to beat: rank 1
+    out = outcome_rewards(sim_pos, sim_neg, k=10, form="rank")
+    expected = 1 / torch.log2(torch.tensor([2.0, 3.0, 4.0, 4.0, 2.0]))
+    assert torch.allclose(out, expected)
+    assert outcome_rewards(sim_pos, sim_neg, k=2, form="rank")[2] == 0  # beyond Acc_k
+    with pytest.raises(ValueError, match="margin"):
+        outcome_rewards(sim_pos, sim_neg, form="hit")
 
 
 def test_shuffle_puts_the_positive_everywhere_and_reports_it():
@@ -180,6 +196,30 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
     assert reward(["<thinking>junk"], pair_index=[0], role=["query"]) == [0.0]
 
 
+def test_target_rollout_seen_from_its_query_meets_the_hard_negatives(tiny_clip_dir, synth_tiny_dir):
+    from embedrl.items import read_pairs
+    from embedrl.models.base import load_embedder
+    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    pairs = [p for p in pairs if p.dataset == "Synth-T2I"][:3]
+    assert pairs[1].negs, "the fixture's T2I pairs should carry hard negatives"
+    embedder = load_embedder(str(tiny_clip_dir))
+    dataset, bank = RolloutDataset(pairs), CandidateBank(embedder, pairs)
+    reward = OutcomeReward(dataset, embedder, bank, k=100, form="rank", target_view="query")
+    score = reward([pairs[1].pos_tcot], pair_index=[1], role=["target"])[0]
+    # the query ranks the rollout's target among the other targets of the batch and the pair's hard negatives
+    q = bank.get([("query", 1)])[0]
+    t = embedder.encode([pairs[1].pos], [parse_tcot(pairs[1].pos_tcot)])[0]
+    rivals = bank.get([("target", 1)] + [("neg", 1, j) for j in range(len(pairs[1].negs))])[1:] @ q
+    rank = 1 + int((rivals > t @ q).sum())
+    assert abs(score - 1 / math.log2(1 + rank)) < 1e-6
+    # the paper's view ranks queries instead: a target rollout never meets the near-copy targets
+    paper = OutcomeReward(dataset, embedder, bank, k=100, form="rank")
+    assert ("neg", 1, 0) in reward.negatives(1, "query", in_batch=[1]) and \
+        all(key[0] == "query" for key in paper.negatives(1, "target", in_batch=[0, 1]))
+
+
 def test_outcome_negatives_from_every_pair_leave_out_items_equal_to_the_positive(tiny_clip_dir, synth_tiny_dir):
     from embedrl.items import read_pairs
     from embedrl.models.base import load_embedder
@@ -194,9 +234,9 @@ def test_outcome_negatives_from_every_pair_leave_out_items_equal_to_the_positive
     everyone = OutcomeReward(dataset, embedder, bank, k=10, tau=0.5, negatives="all")
     keys = everyone.negatives(0, "query", in_batch=[0, 1])
     labels = [bank.item(k).text for k in keys]
-    # every other class's label (once per pair that has it) and the hard negatives, never the positive's label
-    assert pairs[0].pos.text not in labels
-    assert len([k for k in keys if k[0] == "target"]) == len(pairs) - 1 - len(same)
+    # every other class's label, once, and the hard negatives, never the positive's label
+    assert pairs[0].pos.text not in labels and len(labels) == len(set(labels))
+    assert {bank.item(k).text for k in keys if k[0] == "target"} == {p.pos.text for p in pairs} - {pairs[0].pos.text}
     score = everyone([pairs[0].qry_tcot], pair_index=[0], role=["query"])[0]
     q = embedder.encode([pairs[0].query], [parse_tcot(pairs[0].qry_tcot)])[0]
     sims = bank.get(keys) @ q
@@ -224,9 +264,13 @@ def test_outcome_negatives_drawn_once_per_pair_from_its_own_dataset(synth_tiny_d
     assert reward.others(3, in_batch=[3, 90]) == drawn == reward.others(same, in_batch=[same])
     elsewhere = next(j for j in range(len(pairs)) if pairs[j].dataset != pairs[3].dataset)
     assert set(reward.others(elsewhere, in_batch=[elsewhere])).isdisjoint(drawn)  # another dataset: its own
+    # `dataset`: every pair of the rollout's own dataset, as a held-out query meets its own set's candidates
+    own = OutcomeReward(dataset, None, CandidateBank(None, pairs), negatives="dataset")
+    assert list(own.others(3, in_batch=[3, 40])) == [j for j, p in enumerate(pairs) if p.dataset == pairs[3].dataset]
     # a config takes a number, `all` or `batch`, and names the choices when given anything else
     common = ["reasoner=r", "embedder=e", "train_data=t"]
     assert build_egrl_config(None, [*common, "outcome_negatives=64"]).outcome_negatives == "64"
+    assert build_egrl_config(None, [*common, "outcome_negatives=dataset"]).outcome_negatives == "dataset"
     with pytest.raises(EmbedrlError, match="positive number of pairs"):
         build_egrl_config(None, [*common, "outcome_negatives=some"])
 
@@ -316,6 +360,24 @@ def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
     rl = build_egrl_config(str(root / config.eg_rl_recipe), [
         "reasoner=r", "embedder=e", "train_data=t", *config.modalities_override(), *config.eg_rl_overrides])
     assert rl.modalities == config.tcot_modalities
+    # so is every variant's, on top of them
+    from embedrl.eval.ablation import VARIANTS
+
+    for _, extra in VARIANTS.values():
+        build_egrl_config(str(root / config.eg_rl_recipe), ["reasoner=r", "embedder=e", "train_data=t",
+                                                             *config.eg_rl_overrides, *(extra or [])])
+
+
+def test_eg_rl_config_names_the_outcome_choices_when_given_others():
+    from embedrl.train.egrl import build_egrl_config
+
+    common = ["reasoner=r", "embedder=e", "train_data=t"]
+    config = build_egrl_config(None, [*common, "outcome_form=rank", "target_view=query"])
+    assert (config.outcome_form, config.target_view) == ("rank", "query")
+    with pytest.raises(EmbedrlError, match="'margin', 'rank'"):
+        build_egrl_config(None, [*common, "outcome_form=hit"])
+    with pytest.raises(EmbedrlError, match="'target', 'query'"):
+        build_egrl_config(None, [*common, "target_view=both"])
 
 
 def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny_dir):

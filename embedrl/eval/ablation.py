@@ -32,6 +32,11 @@ VARIANTS = {  # name -> (label in the table, EG-RL overrides; None: no EG-RL)
     "eg_rl": ("(c) T-CoT, EG-RL", []),
     "no_process": ("(d) EG-RL without process reward", ["process_weight=0"]),
     "no_outcome": ("(e) EG-RL without outcome reward", ["outcome_weight=0"]),
+    # a rollout meets its own dataset's candidates only, as a held-out query does
+    "eg_rl_own": ("EG-RL, negatives from the rollout's own dataset", ["outcome_negatives=dataset"]),
+    # the retrieval view of the outcome reward: the positive's rank (no Acc_k gate), targets ranked by their query
+    "eg_rl_rank": ("EG-RL, rank outcome from the query's side",
+                   ["outcome_form=rank", "target_view=query", "outcome_k=1000000"]),
     # the reward-weight question (the paper's text vs its code); not in the default table
     "paper_text": ("EG-RL, paper-text weights (process 0.8, outcome 0.2)", ["process_weight=0.8", "outcome_weight=0.2"]),
     "paper_code": ("EG-RL, paper-code weights (process 0.2, outcome 0.8)", ["process_weight=0.2", "outcome_weight=0.8"]),

@@ -4,7 +4,7 @@
 functions (embedrl/train/rewards.py), each logged on its own (`rewards/<name>/mean`):
 format, process (a discriminator picks the positive among shuffled candidate T-CoTs) and
 outcome (the rollout's embedding against the other side of the batch's pairs -- or of every
-training pair, or of N pairs drawn from each dataset: `outcome_negatives` -- plus the pair's
+training pair, or of every or N pairs of its own dataset: `outcome_negatives` -- plus the pair's
 hard negatives). Rollouts are made for both the query and the target of each pair.
 A rollout the embedder cannot use (broken tags or JSON, boxes or key frames that do not fit
 the item) earns 0 from every reward; training goes on.
@@ -36,6 +36,7 @@ from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 from embedrl.train.rewards import (
+    OUTCOME_FORMS,
     completion_text,
     discriminator_prompt,
     format_rewards,
@@ -48,18 +49,20 @@ logger = logging.getLogger(__name__)
 
 ROLES = ("query", "target")
 CANDIDATE_TCOTS = ("annotation", "reasoner", "none")
+TARGET_VIEWS = ("target", "query")
 
 
 def outcome_pool(value) -> str | int:
-    """`outcome_negatives` as OutcomeReward takes it: "batch", "all" or a positive number of pairs."""
-    if isinstance(value, str) and value in ("batch", "all"):
+    """`outcome_negatives` as OutcomeReward takes it: "batch", "all", "dataset" or a positive number of pairs."""
+    if isinstance(value, str) and value in ("batch", "all", "dataset"):
         return value
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or str(value).strip() != str(number):
-        raise EmbedrlError(f"outcome negatives must be `batch`, `all` or a positive number of pairs, not {value!r}")
+        raise EmbedrlError(f"outcome negatives must be `batch`, `all`, `dataset` or a positive number of pairs, "
+                           f"not {value!r}")
     return number
 
 
@@ -79,11 +82,20 @@ class EGRLConfig(GRPOConfig):
                 "another (a margin at small outcome_tau varies little and needs a larger weight)."})
     outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
     outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
+    outcome_form: str = field(default="margin", metadata={
+        "help": "`margin`: the paper's Acc_k x (positive - softmax-weighted negatives); `rank`: Acc_k / log2(1 + rank) "
+                "of the positive, which only moves when a T-CoT changes the ranking (outcome_tau unused)."})
     outcome_negatives: str = field(default="batch", metadata={
         "help": "Which other pairs' items a rollout must beat: those of the step's batch (`batch`), every training "
-                "pair's (`all`), or N pairs of each dataset drawn once, a rollout meeting its own dataset's (a "
-                "number: for training sets too large to embed whole). All but the batch's are embedded once each, "
-                "in the candidate bank. Hard negatives are added either way."})
+                "pair's (`all`), every pair of the rollout's own dataset (`dataset`: as a held-out query meets only "
+                "its own set's candidates), or N pairs of each dataset drawn once, a rollout meeting its own "
+                "dataset's (a number: for training sets too large to embed whole). All but the batch's are embedded "
+                "once each, in the candidate bank. Hard negatives are added either way; each distinct item counts "
+                "once."})
+    target_view: str = field(default="target", metadata={
+        "help": "How a target rollout is ranked. `target` (the paper's symmetric reward): it must find its query "
+                "among the other queries. `query`: its query must find it among the other targets and the pair's "
+                "hard negatives, as retrieval does; only this view meets near-copy targets."})
     discriminator: str | None = field(default=None, metadata={
         "help": "Process-reward discriminator: HF id/path or openai:BASE_URL#MODEL (default: the initial reasoner)."})
     process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator."})
@@ -104,6 +116,10 @@ class EGRLConfig(GRPOConfig):
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
 
     def __post_init__(self):
+        if self.outcome_form not in OUTCOME_FORMS:
+            raise ValueError(f"outcome_form must be one of {list(OUTCOME_FORMS)}, not {self.outcome_form!r}")
+        if self.target_view not in TARGET_VIEWS:
+            raise ValueError(f"target_view must be one of {list(TARGET_VIEWS)}, not {self.target_view!r}")
         if self.candidate_tcots not in CANDIDATE_TCOTS:
             raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
         try:
@@ -253,12 +269,14 @@ class OutcomeReward(_RolloutReward):
     __name__ = "outcome"
 
     def __init__(self, dataset: RolloutDataset, embedder: Embedder, bank: CandidateBank, k: int = 1,
-                 tau: float = 0.5, batch_size: int = 32, negatives: str | int = "batch", seed: int = 0):
+                 tau: float = 0.5, batch_size: int = 32, negatives: str | int = "batch", seed: int = 0,
+                 form: str = "margin", target_view: str = "target"):
         super().__init__(dataset)
         self.embedder, self.bank, self.k, self.tau, self.batch_size = embedder, bank, k, tau, batch_size
+        self.form, self.target_view = form, target_view
         self.pool = outcome_pool(negatives)
         self.rng = random.Random(seed)
-        self.drawn: dict[str, list[int]] = {}  # dataset -> the pairs drawn as its negatives (a number of them)
+        self.drawn: dict[str, list[int]] = {}  # dataset -> the pairs its rollouts meet (`dataset` or a number)
 
     def others(self, i: int, in_batch: Sequence[int]) -> Sequence[int]:
         """The other pairs whose items pair i's rollouts must beat."""
@@ -273,11 +291,12 @@ class OutcomeReward(_RolloutReward):
             by_dataset: dict[str, list[int]] = {}
             for j, pair in enumerate(self.dataset.pairs):
                 by_dataset.setdefault(pair.dataset, []).append(j)
-            self.drawn = {name: sorted(self.rng.sample(js, min(self.pool, len(js)))) for name, js in by_dataset.items()}
+            self.drawn = by_dataset if self.pool == "dataset" else {
+                name: sorted(self.rng.sample(js, min(self.pool, len(js)))) for name, js in by_dataset.items()}
         return self.drawn
 
     def embed_pool(self) -> None:
-        """Embed the other pairs' items rollouts will meet (`all` or the drawn ones) now, not inside the first step."""
+        """Embed the other pairs' items rollouts will meet (all, or those of `others`) now, not inside the first step."""
         if self.pool == "batch":
             return
         pool = range(len(self.dataset.pairs)) if self.pool == "all" else sorted(
@@ -286,14 +305,21 @@ class OutcomeReward(_RolloutReward):
 
     def negatives(self, i: int, role: str, in_batch: Sequence[int]) -> list[tuple]:
         """Keys of what pair i's `role` rollout must rank below its positive: the other side of the other
-        pairs (`others`) and, for a query, its hard negatives. An item with the
-        positive's content is not a negative (pairs of a classification set share their label)."""
+        pairs (`others`) and, for a query, its hard negatives, each distinct item once. Pairs of a
+        classification or VQA set share their labels and answers: the positive's is no negative, and
+        another counts once, as in a de-duplicated retrieval pool (once per pair, one label that
+        outscores the positive would push it ~30 ranks down, out of any Acc_k)."""
         other = "target" if role == "query" else "query"
         keys = [(other, j) for j in self.others(i, in_batch) if j != i]
         if role == "query":
             keys += [("neg", i, n) for n in range(len(self.dataset.pairs[i].negs))]
-        positive = self.bank.content((other, i))
-        return [key for key in keys if self.bank.content(key) != positive]
+        seen = {self.bank.content((other, i))}
+        distinct = []
+        for key in keys:
+            if self.bank.content(key) not in seen:
+                seen.add(self.bank.content(key))
+                distinct.append(key)
+        return distinct
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
@@ -313,21 +339,26 @@ class OutcomeReward(_RolloutReward):
         slot = {key: k for k, key in enumerate(distinct)}
         in_batch = sorted(set(pair_index))
         sim_pos, sim_neg = [], []
-        against: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (pair, role) -> (positive, negatives)
+        against: dict[tuple, tuple] = {}  # (pair, role) -> (other side's vector, negatives' vectors or similarities)
         for row in usable:
             i, r = pair_index[row], role[row]
             v = vectors[slot[(i, r, texts[row])]]
+            from_query = r == "target" and self.target_view == "query"
             if (i, r) not in against:  # once per prompt, not once per rollout of its group
                 other = "target" if r == "query" else "query"
-                against[i, r] = self.bank.get([(other, i)])[0], self.bank.get(self.negatives(i, r, in_batch))
-            positive, negatives = against[i, r]
-            sim_pos.append(v @ positive)
-            sim_neg.append(negatives @ v)
+                anchor = self.bank.get([(other, i)])[0]
+                # seen from the query, the competitors are the other targets: their similarity to it is fixed
+                negatives = self.bank.get(self.negatives(i, "query" if from_query else r, in_batch))
+                against[i, r] = anchor, negatives @ anchor if from_query else negatives
+            anchor, negatives = against[i, r]
+            sim_pos.append(v @ anchor)
+            sim_neg.append(negatives if from_query else negatives @ v)
         width = max(len(s) for s in sim_neg)
         padded = torch.full((len(sim_neg), width), float("nan"))
         for k, sims in enumerate(sim_neg):
             padded[k, :len(sims)] = sims
-        for row, reward in zip(usable, outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau).tolist()):
+        for row, reward in zip(usable, outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau,
+                                                                  self.form).tolist()):
             out[row] = reward
         return out
 
@@ -443,7 +474,8 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
             rewards.append(FormatReward(dataset))
         elif name == "outcome":
             rewards.append(OutcomeReward(dataset, embedder, bank, config.outcome_k, config.outcome_tau,
-                                         negatives=config.outcome_negatives, seed=config.seed))
+                                         negatives=config.outcome_negatives, seed=config.seed,
+                                         form=config.outcome_form, target_view=config.target_view))
             rewards[-1].embed_pool()
         else:
             from embedrl.train.discriminator import load_discriminator

@@ -47,20 +47,33 @@ def format_rewards(tcots: Sequence[TCoT]) -> list[float]:
     return [1.0 if t.valid else 0.0 for t in tcots]
 
 
-def outcome_rewards(sim_pos: torch.Tensor, sim_neg: torch.Tensor, k: int = 1, tau: float = 0.5) -> torch.Tensor:
+OUTCOME_FORMS = ("margin", "rank")
+
+
+def outcome_rewards(sim_pos: torch.Tensor, sim_neg: torch.Tensor, k: int = 1, tau: float = 0.5,
+                    form: str = "margin") -> torch.Tensor:
     """Outcome reward per row; `sim_neg` may hold NaN where a row has fewer negatives.
 
     `sim_pos`: (N,) similarity to the positive; `sim_neg`: (N, M) to the negatives.
     The positive's rank counts negatives scoring strictly higher (ties favour the positive).
+    `form="margin"` is the paper's reward; `form="rank"` pays Acc_k / log2(1 + rank) instead (the
+    gain nDCG gives a rank), so rollouts that leave the ranking as it was earn the same and give
+    GRPO nothing to follow.
 
     >>> outcome_rewards(torch.tensor([0.9, 0.2]), torch.tensor([[0.1, 0.1], [0.5, 0.1]]), k=1)
     tensor([0.8000, 0.0000])
+    >>> outcome_rewards(torch.tensor([0.9, 0.2]), torch.tensor([[0.1, 0.1], [0.5, 0.1]]), k=2, form="rank")
+    tensor([1.0000, 0.6309])
     """
+    if form not in OUTCOME_FORMS:
+        raise ValueError(f"outcome form must be one of {list(OUTCOME_FORMS)}, not {form!r}")
     valid = ~torch.isnan(sim_neg)
     if sim_neg.shape[1] == 0 or not bool(valid.any()):
-        return sim_pos.clone()  # nothing to beat: the similarity itself
+        return sim_pos.clone() if form == "margin" else torch.ones_like(sim_pos)  # nothing to beat
     neg = torch.where(valid, sim_neg, torch.full_like(sim_neg, float("-inf")))
     rank = 1 + (neg > sim_pos.unsqueeze(1)).sum(dim=1)
+    if form == "rank":
+        return torch.where(rank <= k, 1.0 / torch.log2(1.0 + rank.to(sim_pos.dtype)), torch.zeros_like(sim_pos))
     weights = torch.softmax(neg / tau, dim=1)
     weighted = (weights * torch.where(valid, sim_neg, torch.zeros_like(sim_neg))).sum(dim=1)
     weighted = torch.where(valid.any(dim=1), weighted, torch.zeros_like(weighted))
