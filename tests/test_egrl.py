@@ -275,6 +275,20 @@ def test_outcome_negatives_drawn_once_per_pair_from_its_own_dataset(synth_tiny_d
         build_egrl_config(None, [*common, "outcome_negatives=some"])
 
 
+def test_outcome_ranks_script_a_dataset_pool_never_ranks_a_positive_lower(tiny_clip_dir, synth_tiny_dir, capsys):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "eval" / "outcome_ranks.py"
+    found = runpy.run_path(str(script))["main"](["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
+                                                 "--pools", "all", "dataset"])
+    assert found["all"].keys() == found["dataset"].keys() and ("Synth-CLS", "query") in found["all"]
+    # its own dataset's pairs are a part of every pair: the positive can only rank as high or higher there
+    for key, ranks in found["all"].items():
+        assert all(1 <= own <= everyone for own, everyone in zip(found["dataset"][key], ranks))
+    assert "| dataset | Synth-CLS | query |" in capsys.readouterr().out
+
+
 def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
                                                                  tmp_path):
     from embedrl.models.reasoner import load_reasoner
