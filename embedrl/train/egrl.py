@@ -313,13 +313,11 @@ class OutcomeReward(_RolloutReward):
         keys = [(other, j) for j in self.others(i, in_batch) if j != i]
         if role == "query":
             keys += [("neg", i, n) for n in range(len(self.dataset.pairs[i].negs))]
-        seen = {self.bank.content((other, i))}
-        distinct = []
+        by_content: dict[str, tuple] = {}  # content -> its first key
         for key in keys:
-            if self.bank.content(key) not in seen:
-                seen.add(self.bank.content(key))
-                distinct.append(key)
-        return distinct
+            by_content.setdefault(self.bank.content(key), key)
+        by_content.pop(self.bank.content((other, i)), None)
+        return list(by_content.values())
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
