@@ -99,6 +99,29 @@ def test_reward_spread_names_a_component_the_others_drown(tmp_path):
     assert plot_reward_curves(history, tmp_path / "curves.png", {"format": 0.3, "outcome": 8}).stat().st_size > 0
 
 
+def _history(format_means, outcome_means, entropies):
+    return [{"step": 5 * (k + 1), "reward": 0.3 * f + 8 * o, "rewards/format/mean": f, "rewards/outcome/mean": o,
+             "entropy": e} for k, (f, o, e) in enumerate(zip(format_means, outcome_means, entropies))]
+
+
+def test_reward_drift_names_a_reward_given_up_and_a_policy_drifting_off():
+    from embedrl.train.egrl import check_reward_drift
+
+    weights = {"format": 0.3, "outcome": 8}
+    # the collapse seen once: format climbs to 0.9, outcome falls to 0, entropy 0.40 -> 0.68
+    collapsed = _history([0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9], [0.02, 0.02, 0.015, 0.01, 0.005, 0.002, 0.0, 0.0],
+                         [0.40, 0.42, 0.45, 0.5, 0.55, 0.6, 0.65, 0.68])
+    warnings = check_reward_drift(collapsed, weights)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("the outcome reward fell from 0.02 to 0 over the run (format 0.55 to 0.9)")
+    assert "entropy rose from 0.41 to 0.665" in warnings[1]
+    # a healthy run: both rewards up, entropy down a little; too short a log says nothing
+    healthy = _history([0.5, 0.55, 0.6, 0.65, 0.7, 0.72, 0.75, 0.75], [0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.01, 0.01],
+                       [0.46, 0.45, 0.44, 0.43, 0.43, 0.42, 0.42, 0.42])
+    assert check_reward_drift(healthy, weights) == []
+    assert check_reward_drift(collapsed[:3], weights) == []
+
+
 def test_process_reward_and_choice_parsing():
     assert parse_choice("B", 3) == 1 and parse_choice("answer: (C)", 3) == 2 and parse_choice("D", 3) is None
     assert process_rewards([1, None, 0], [1, 1, 1]) == [1.0, 0.0, 0.0]

@@ -536,6 +536,40 @@ def check_reward_balance(spread: dict[str, float], ratio: float = 0.2) -> list[s
     return warnings
 
 
+def check_reward_drift(log_history: Sequence[dict[str, Any]], weights: dict[str, float],
+                       fall: float = 0.5, entropy_rise: float = 1.3) -> list[str]:
+    """Warnings for a run that traded one reward for another, or drifted off its start.
+
+    Compares the mean of each logged value over the first and the last quarter of the logged
+    steps. A reward that ends below `fall` times its start was given up, most often for the
+    others (seen here: the format reward climbing to 0.9 while the outcome reward fell to 0);
+    an entropy that ends `entropy_rise` times its start is a policy leaving what SFT taught it.
+    Either way the run's end is worse for retrieval than its reward curve reads."""
+    rows = [row for row in log_history if "reward" in row]
+    if len(rows) < 4:
+        return []
+    quarter = len(rows) // 4
+
+    def means(key: str) -> tuple[float, float] | None:
+        first = [row[key] for row in rows[:quarter] if key in row]
+        last = [row[key] for row in rows[-quarter:] if key in row]
+        return (sum(first) / len(first), sum(last) / len(last)) if first and last else None
+
+    trends = {name: got for name in weights if (got := means(f"rewards/{name}/mean"))}
+    warnings = []
+    for name, (start, end) in trends.items():
+        if start > 0 and end < fall * start:
+            others = ", ".join(f"{n} {a:.3g} to {b:.3g}" for n, (a, b) in trends.items() if n != name)
+            warnings.append(f"the {name} reward fell from {start:.3g} to {end:.3g} over the run"
+                            f"{f' ({others})' if others else ''}: the policy gave it up; raise {name}_weight "
+                            f"or lower learning_rate, and compare the checkpoints")
+    entropy = means("entropy")
+    if entropy and entropy[0] > 0 and entropy[1] > entropy_rise * entropy[0]:
+        warnings.append(f"the policy's entropy rose from {entropy[0]:.3g} to {entropy[1]:.3g}: it is drifting "
+                        f"away from its start; lower learning_rate or set beta > 0 (a KL anchor)")
+    return warnings
+
+
 def plot_reward_curves(log_history: Sequence[dict[str, Any]], path: str | Path,
                        weights: dict[str, float] | None = None) -> Path | None:
     """Each reward component (and the total) over training steps as a PNG; with `weights`, a
@@ -590,7 +624,7 @@ def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | N
     spread = reward_spread(history, weights)
     logger.info("weighted reward spread (weight x std over rollouts): %s",
                 ", ".join(f"{name} {value:.3g}" for name, value in spread.items()))
-    for warning in check_reward_balance(spread):
+    for warning in check_reward_balance(spread) + check_reward_drift(history, weights):
         logger.warning(warning)
     plot_reward_curves(history, out / "reward_curves.png", weights)
     # last: the reasoner's config file marks the run complete
