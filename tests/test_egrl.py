@@ -562,3 +562,26 @@ def test_paired_interval_of_a_step_over_the_same_queries():
     half = [{"A": [1] * 25 + [0] * 25, "B": [0] * 50}] * 3
     step = paired_interval(zeros, half)
     assert step["diff"] == 25.0 and 0 < step["low"] < 25 < step["high"] < 50
+
+
+def test_ablation_does_not_rerun_a_variant_whose_switched_off_reward_never_varied(tmp_path):
+    from embedrl.eval.ablation import VARIANTS, format_reused, reward_never_varied
+    from embedrl.io import write_json
+
+    run = tmp_path / "eg_rl"
+    rows = [{"step": 5, "reward": 0.2, "rewards/format/mean": 0.5, "rewards/format/std": 0.5,
+             "rewards/process/mean": 0.0, "rewards/process/std": 0.0,
+             "rewards/outcome/mean": 0.01, "rewards/outcome/std": 0.02}] * 4 + [{"train_runtime": 9.0}]
+    write_json(run / "log_history.json", rows)
+    no_process, no_outcome = VARIANTS["no_process"][1], VARIANTS["no_outcome"][1]
+    assert reward_never_varied(run, no_process) is None  # the run is not complete yet
+    write_json(run / "embedrl_reasoner.json", {})
+    assert reward_never_varied(run, no_process) == "process"
+    assert reward_never_varied(run, no_outcome) is None  # the outcome reward did vary: (e) is a run of its own
+    assert reward_never_varied(run, VARIANTS["paper_text"][1]) is None  # reweighting is not switching off
+    # one rollout the discriminator got right makes (d) a different run
+    write_json(run / "log_history.json", [*rows[:3], {**rows[0], "rewards/process/mean": 0.01,
+                                                        "rewards/process/std": 0.1}])
+    assert reward_never_varied(run, no_process) is None
+    assert "(d) is (c)'s run on seed(s) 0, 2" in format_reused({"no_process": [0, 2]})
+    assert format_reused({}) == ""

@@ -2,7 +2,8 @@
 
 `embedrl eval ablation --config eval/ablation_tiny.yaml` runs, per seed: T-CoT SFT of the
 tiny reasoner, then EG-RL from it three ways (all rewards, without the process reward,
-without the outcome reward), then scores each variant with one frozen embedder (trained
+without the outcome reward; a variant whose switched-off reward was 0 throughout the full run
+is that run, and is not rerun), then scores each variant with one frozen embedder (trained
 once) on the held-out sets, T-CoTs on both sides. The recipes in `train/` give the
 hyperparameters; this module only sets paths and seeds. Every stage resumes: finished stages
 are skipped, and a training stage that was killed continues from its last complete checkpoint.
@@ -141,6 +142,24 @@ def _train_eg_rl(config: AblationConfig, sft: Path, embedder: Path, seed: int, e
         f"tcot_cache={Path(config.out) / 'tcot_cache.sqlite'}", *config.eg_rl_overrides, *extra]), resume=True)
 
 
+def reward_never_varied(eg_rl_run: Path, extra: list[str]) -> str | None:
+    """The reward a variant switches off (its only override is `NAME_weight=0`), when the full
+    EG-RL run of the same seed logged it as 0 for every rollout: then the variant's totals, its
+    advantages and so its run are that run's, and training and scoring it again would only
+    repeat it. (Offline the process reward is such a reward: the default discriminator never
+    answers, and three runs of (d) scored exactly as (c).)"""
+    if len(extra) != 1 or not extra[0].endswith("_weight=0"):
+        return None
+    name = extra[0].removesuffix("_weight=0")
+    log = eg_rl_run / "log_history.json"
+    if not (eg_rl_run / "embedrl_reasoner.json").is_file() or not log.is_file():
+        return None
+    rows = [row for row in read_json(log) if f"rewards/{name}/mean" in row]
+    if rows and all(row[f"rewards/{name}/mean"] == 0 and row.get(f"rewards/{name}/std", 0) == 0 for row in rows):
+        return name
+    return None
+
+
 def hits_path(result: Path) -> Path:
     """Where an evaluation's per-query hits sit, beside its scores."""
     return result.with_name(result.stem + ".hits.json")
@@ -215,6 +234,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     scores: dict[str, dict[int, dict[str, float]]] = {v: {} for v in config.variants}
     hits: dict[str, dict[int, dict[str, list[int]]]] = {v: {} for v in config.variants}
     usage: dict[str, dict[int, dict]] = {v: {} for v in config.variants}
+    reused: dict[str, list[int]] = {}  # variant -> seeds whose run is EG-RL's (`reward_never_varied`)
     for seed in config.seeds:
         run = out / f"seed{seed}"
         sft = run / "sft"
@@ -224,6 +244,17 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
         for variant in config.variants:
             _, extra = VARIANTS[variant]
             reasoner = None if variant == "raw" else sft
+            done = (run / f"eval_{variant}.json").is_file()  # a variant already scored is read as measured
+            zeroed = None if done or not extra or seed not in scores.get("eg_rl", {}) else \
+                reward_never_varied(run / "eg_rl", extra)
+            if zeroed:
+                logger.info("seed %d: %s is the eg_rl run (its %s reward was 0 for every rollout): not rerun",
+                            seed, variant, zeroed)
+                scores[variant][seed] = scores["eg_rl"][seed]
+                if seed in usage["eg_rl"]:
+                    usage[variant][seed] = usage["eg_rl"][seed]
+                reused.setdefault(variant, []).append(seed)
+                continue
             if extra is not None:
                 reasoner = run / variant
                 pipe.stage(f"seed {seed}: {variant}", reasoner / "embedrl_reasoner.json", _train_eg_rl, config, sft,
@@ -242,9 +273,10 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
-              "usable_tcots": usable, "timings_s": pipe.timings}
+              "usable_tcots": usable, "same_run_as_eg_rl": reused, "timings_s": pipe.timings}
     write_json(out / "ablation.json", report)
-    (out / "ablation.md").write_text(format_table(summary) + format_steps(steps) + format_usage(usable), encoding="utf-8")
+    (out / "ablation.md").write_text(format_table(summary) + format_reused(reused) + format_steps(steps)
+                                     + format_usage(usable), encoding="utf-8")
     plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
 
@@ -283,6 +315,13 @@ def step_intervals(hits: dict[str, dict[int, dict[str, list[int]]]], seeds: list
             if all(r is not None for r in runs_before + runs_after):
                 out[f"{after} - {before}"] = paired_interval(runs_before, runs_after)
     return out
+
+
+def format_reused(reused: dict[str, list[int]]) -> str:
+    lines = [f"\n{VARIANTS[v][0][:3]} is (c)'s run on seed(s) {', '.join(map(str, seeds))}: the reward it switches off "
+             f"was 0 for every rollout of (c), so (c)'s advantages were already its own; it was not rerun.\n"
+             for v, seeds in reused.items()]
+    return "".join(lines)
 
 
 def format_steps(steps: dict[str, dict[str, float]]) -> str:
