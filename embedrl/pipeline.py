@@ -30,6 +30,11 @@ class Pipeline:
                                           else {})
         self.skipped: list[str] = []
 
+    def reload_timings(self) -> None:
+        """Merge the timings file into ours: parallel seeds of one run each add their stages to it."""
+        if self.timings_file and self.timings_file.is_file():
+            self.timings = {**read_json(self.timings_file), **self.timings}
+
     def stage(self, name: str, done: Path, fn: Callable[..., Any], *args: Any) -> None:
         """Run `fn(*args)` unless `done` exists; a failure names the stage and how to resume."""
         if done.exists():
@@ -49,5 +54,6 @@ class Pipeline:
             raise EmbedrlError(f"{self.name} stage '{name}' finished without writing {done}")
         self.timings[name] = round(time.perf_counter() - start, 2)
         if self.timings_file:
+            self.reload_timings()  # keep what other processes of the same run wrote meanwhile
             write_json(self.timings_file, self.timings)
         logger.info("[%s] %s: done in %.1fs", self.name, name, self.timings[name])
