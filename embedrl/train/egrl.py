@@ -559,7 +559,7 @@ def check_reward_drift(log_history: Sequence[dict[str, Any]], weights: dict[str,
     warnings = []
     for name, (start, end) in trends.items():
         if start > 0 and end < fall * start:
-            others = ", ".join(f"{n} {a:.3g} to {b:.3g}" for n, (a, b) in trends.items() if n != name)
+            others = ", ".join(f"{n} {a:.3g} to {b:.3g}" for n, (a, b) in trends.items() if n != name and (a or b))
             warnings.append(f"the {name} reward fell from {start:.3g} to {end:.3g} over the run"
                             f"{f' ({others})' if others else ''}: the policy gave it up; raise {name}_weight "
                             f"or lower learning_rate, and compare the checkpoints")
