@@ -216,23 +216,28 @@ def _run_seeds_in_workers(config: AblationConfig, seeds: list[int]) -> None:
     logger.info("seeds %s in %d processes at %s thread(s) each; logs: %s", seeds, config.workers, threads,
                 out / "seed*/ablation.log")
     waiting, running, failed = list(seeds), {}, []
-    with tqdm(total=len(seeds), desc="seeds", unit="seed") as bar:
-        while waiting or running:
-            while waiting and len(running) < config.workers:
-                seed = waiting.pop(0)
-                log = out / f"seed{seed}" / "ablation.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "a", encoding="utf-8") as handle:
-                    running[seed] = (subprocess.Popen(
-                        [sys.executable, "-m", "embedrl.eval.ablation", str(config_file), str(seed)],
-                        stdout=handle, stderr=subprocess.STDOUT, env=env), log)
-            for seed, (process, log) in list(running.items()):
-                if process.poll() is not None:
-                    del running[seed]
-                    bar.update()
-                    if process.returncode:
-                        failed.append(f"seed {seed} (exit {process.returncode}; see {log})")
-            time.sleep(1)
+    try:
+        with tqdm(total=len(seeds), desc="seeds", unit="seed") as bar:
+            while waiting or running:
+                while waiting and len(running) < config.workers:
+                    seed = waiting.pop(0)
+                    log = out / f"seed{seed}" / "ablation.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log, "a", encoding="utf-8") as handle:
+                        running[seed] = (subprocess.Popen(
+                            [sys.executable, "-m", "embedrl.eval.ablation", str(config_file), str(seed)],
+                            stdout=handle, stderr=subprocess.STDOUT, env=env), log)
+                for seed, (process, log) in list(running.items()):
+                    if process.poll() is not None:
+                        del running[seed]
+                        bar.update()
+                        if process.returncode:
+                            failed.append(f"seed {seed} (exit {process.returncode}; see {log})")
+                time.sleep(1)
+    finally:  # interrupted: stop the workers too; their finished stages are kept and resume
+        for process, _ in running.values():
+            process.terminate()
+            process.wait()
     if failed:
         raise EmbedrlError(f"ablation failed for {', '.join(failed)}; fix the cause and rerun: finished stages "
                            f"are kept and skipped")
