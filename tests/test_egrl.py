@@ -550,6 +550,29 @@ def test_ablation_reports_the_share_of_usable_tcots_per_variant():
     assert format_usage({}) == ""
 
 
+def test_ablation_says_whether_each_step_clears_the_seeds_spread():
+    from embedrl.eval.ablation import format_ordering, paper_ordering, summarize
+
+    def seeds(*overall):
+        return {s: {"A": v, "overall": v} for s, v in enumerate(overall)}
+
+    # the warm config's seeds 0-2: EG-RL − SFT +1.177 against an SFT spread of 1.174
+    summary = summarize({"raw": seeds(19.8, 19.8, 19.8), "sft": seeds(23.14, 25.79, 23.50),
+                         "eg_rl": seeds(25.04, 25.21, 25.71)})
+    ordering = paper_ordering(summary)
+    assert ordering["sft - raw"]["above_spread"] and ordering["eg_rl - sft"]["above_spread"]
+    assert ordering["eg_rl - sft"]["spread"] == summary["sft"]["overall"]["std"]  # the larger of the two rows
+    assert ": met (" in format_ordering(ordering)
+    # one EG-RL seed a point lower: the step (+0.84) falls inside the SFT spread
+    worse = paper_ordering(summarize({"raw": seeds(19.8, 19.8, 19.8), "sft": seeds(23.14, 25.79, 23.50),
+                                      "eg_rl": seeds(24.04, 25.21, 25.71)}))
+    assert worse["sft - raw"]["above_spread"] and not worse["eg_rl - sft"]["above_spread"]
+    assert "not met" in format_ordering(worse) and "(c) − (b) +0.84, not above" in format_ordering(worse)
+    # a table without EG-RL cannot meet the claim, and says so
+    assert "not met" in format_ordering(paper_ordering({k: summary[k] for k in ("raw", "sft")}))
+    assert format_ordering({}) == ""
+
+
 def test_paired_interval_of_a_step_over_the_same_queries():
     from embedrl.eval.ablation import paired_interval
 

@@ -9,7 +9,8 @@ hyperparameters; this module only sets paths and seeds. Every stage resumes: fin
 are skipped, and a training stage that was killed continues from its last complete checkpoint.
 
 Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
-`ablation.md` (the table, mean +/- std over seeds; each step's paired interval; the share of
+`ablation.md` (the table, mean +/- std over seeds; whether each step clears the seeds' spread;
+each step's paired interval; the share of
 T-CoTs the embedder could use) and `reward_curves.png`.
 """
 
@@ -331,15 +332,16 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     summary = summarize(scores)
     steps = step_intervals(hits, config.seeds)
     usable = summarize_usage(usage)
+    ordering = paper_ordering(summary)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
-              "usable_tcots": usable, "same_run_as_eg_rl": reused, "timings_s": pipe.timings}
+              "paper_ordering": ordering, "usable_tcots": usable, "same_run_as_eg_rl": reused, "timings_s": pipe.timings}
     if write_report:
         write_json(out / "ablation.json", report)
         with atomic_write(out / "ablation.md") as f:
-            f.write(format_table(summary) + format_reused(reused) + format_steps(steps) + format_usage(usable))
+            f.write(format_table(summary) + format_ordering(ordering) + format_reused(reused) + format_steps(steps) + format_usage(usable))
         plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
 
@@ -378,6 +380,32 @@ def step_intervals(hits: dict[str, dict[int, dict[str, list[int]]]], seeds: list
             if all(r is not None for r in runs_before + runs_after):
                 out[f"{after} - {before}"] = paired_interval(runs_before, runs_after)
     return out
+
+
+def paper_ordering(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float | bool]]:
+    """The paper's claim, checked on this table: each of (b) − (a) and (c) − (b) on the overall mean,
+    against the larger of the two rows' spreads over seeds (a step inside it could be the seeds)."""
+    out = {}
+    for after, before in (("sft", "raw"), ("eg_rl", "sft")):
+        if after in summary and before in summary:
+            a, b = summary[after]["overall"], summary[before]["overall"]
+            diff, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
+            out[f"{after} - {before}"] = {"diff": diff, "spread": spread, "above_spread": diff > spread}
+    return out
+
+
+def format_ordering(ordering: dict[str, dict[str, float | bool]]) -> str:
+    if not ordering:
+        return ""
+    parts = []
+    for name, step in ordering.items():
+        after, before = name.split(" - ")
+        verdict = "above" if step["above_spread"] else "not above"
+        parts.append(f"{VARIANTS[after][0][:3]} − {VARIANTS[before][0][:3]} {step['diff']:+.2f}, {verdict} the "
+                     f"seeds' spread ({step['spread']:.2f})")
+    met = len(ordering) == 2 and all(s["above_spread"] for s in ordering.values())
+    return f"\nThe paper's ordering (c) > (b) > (a), each step above the seeds' spread: " \
+        f"{'met' if met else 'not met'} ({'; '.join(parts)}).\n"
 
 
 def format_reused(reused: dict[str, list[int]]) -> str:
