@@ -10,8 +10,7 @@ are skipped, and a training stage that was killed continues from its last comple
 
 Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
 `ablation.md` (the table, mean +/- std over seeds; whether each step clears the seeds' spread;
-each step's paired interval; the share of
-T-CoTs the embedder could use) and `reward_curves.png`.
+each step's paired interval; the share of T-CoTs the embedder could use) and `reward_curves.png`.
 """
 
 from __future__ import annotations
