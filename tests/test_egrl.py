@@ -57,6 +57,22 @@ def test_rank_outcome_pays_by_rank_alone():
         outcome_rewards(sim_pos, sim_neg, form="hit")
 
 
+def test_a_failed_rollout_never_outscores_a_success_of_its_prompt():
+    from embedrl.train.rewards import floor_failures, positive_rank
+
+    # at a small tau the margin of a success ranked below a hard negative is negative ...
+    sim_pos, sim_neg = torch.tensor([0.5, 0.2]), torch.tensor([[0.6, 0.1], [0.6, 0.1]])
+    margins = outcome_rewards(sim_pos, sim_neg, k=10, tau=0.05)
+    assert positive_rank(sim_pos, sim_neg).tolist() == [2, 2] and bool((margins < 0).all())
+    # ... so a flat 0 pays the broken rollout (third) and the one outside the top k (fourth) the most;
+    # floored, each earns its prompt's worst success, and a prompt with no success earns 0
+    rewards, succeeded = [*margins.tolist(), 0.0, 0.0, 0.0], [True, True, False, False, False]
+    floored = floor_failures(rewards, succeeded, ["p", "p", "p", "p", "other"])
+    assert floored[:2] == rewards[:2] and floored[2] == floored[3] == min(rewards[:2]) and floored[4] == 0.0
+    # positive margins leave failures at 0, as the flat rule does
+    assert floor_failures([0.3, 0.0], [True, False], ["p", "p"]) == [0.3, 0.0]
+
+
 def test_shuffle_puts_the_positive_everywhere_and_reports_it():
     rng = random.Random(0)
     positions = []
@@ -217,6 +233,14 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
     # a junk rollout earns nothing (scored as the raw item, it would pay the policy for breaking the format)
     assert scores[3] == 0.0
     assert reward(["<thinking>junk"], pair_index=[0], role=["query"]) == [0.0]
+    # floored, a junk rollout earns the lower of 0 and its prompt's worst success; alone in its group, 0
+    batch = ([pairs[0].qry_tcot, "<thinking>junk", "<thinking>junk"], [0, 0, 2], ["query"] * 3)
+    flat = reward(batch[0], pair_index=batch[1], role=batch[2])
+    floored = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05, failure="floor")(
+        batch[0], pair_index=batch[1], role=batch[2])
+    assert floored[0] == OutcomeReward(dataset, embedder, bank, k=10, tau=0.05)(
+        batch[0], pair_index=batch[1], role=batch[2])[0]
+    assert floored[1] == min(0.0, floored[0]) and floored[2] == 0.0 and flat[1] == flat[2] == 0.0
 
 
 def test_target_rollout_seen_from_its_query_meets_the_hard_negatives(tiny_clip_dir, synth_tiny_dir):
@@ -415,6 +439,8 @@ def test_eg_rl_config_names_the_outcome_choices_when_given_others():
         build_egrl_config(None, [*common, "outcome_form=hit"])
     with pytest.raises(EmbedrlError, match="'target', 'query'"):
         build_egrl_config(None, [*common, "target_view=both"])
+    with pytest.raises(EmbedrlError, match="'zero', 'floor'"):
+        build_egrl_config(None, [*common, "outcome_failure=min"])
 
 
 def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny_dir):

@@ -36,11 +36,14 @@ from embedrl.models.reasoner import check_modalities
 from embedrl.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 from embedrl.train.rewards import (
+    OUTCOME_FAILURES,
     OUTCOME_FORMS,
     completion_text,
     discriminator_prompt,
+    floor_failures,
     format_rewards,
     outcome_rewards,
+    positive_rank,
     process_rewards,
     shuffle_candidates,
 )
@@ -85,6 +88,11 @@ class EGRLConfig(GRPOConfig):
     outcome_form: str = field(default="margin", metadata={
         "help": "`margin`: the paper's Acc_k x (positive - softmax-weighted negatives); `rank`: Acc_k / log2(1 + rank) "
                 "of the positive, which only moves when a T-CoT changes the ranking (outcome_tau unused)."})
+    outcome_failure: str = field(default="zero", metadata={
+        "help": "What a failed rollout (T-CoT unusable, or positive outside the top k) earns: `zero`, or `floor`: "
+                "the lower of 0 and the worst success among its prompt's rollouts. With the margin at a small "
+                "outcome_tau a success below its hardest negative earns less than 0, so `zero` pays for breaking "
+                "the format (without the Acc_k gate, outcome_k=1000000, EG-RL then writes no usable T-CoT)."})
     outcome_negatives: str = field(default="batch", metadata={
         "help": "Which other pairs' items a rollout must beat: those of the step's batch (`batch`), every training "
                 "pair's (`all`), every pair of the rollout's own dataset (`dataset`: as a held-out query meets only "
@@ -118,6 +126,8 @@ class EGRLConfig(GRPOConfig):
     def __post_init__(self):
         if self.outcome_form not in OUTCOME_FORMS:
             raise ValueError(f"outcome_form must be one of {list(OUTCOME_FORMS)}, not {self.outcome_form!r}")
+        if self.outcome_failure not in OUTCOME_FAILURES:
+            raise ValueError(f"outcome_failure must be one of {list(OUTCOME_FAILURES)}, not {self.outcome_failure!r}")
         if self.target_view not in TARGET_VIEWS:
             raise ValueError(f"target_view must be one of {list(TARGET_VIEWS)}, not {self.target_view!r}")
         if self.candidate_tcots not in CANDIDATE_TCOTS:
@@ -270,10 +280,10 @@ class OutcomeReward(_RolloutReward):
 
     def __init__(self, dataset: RolloutDataset, embedder: Embedder, bank: CandidateBank, k: int = 1,
                  tau: float = 0.5, batch_size: int = 32, negatives: str | int = "batch", seed: int = 0,
-                 form: str = "margin", target_view: str = "target"):
+                 form: str = "margin", target_view: str = "target", failure: str = "zero"):
         super().__init__(dataset)
         self.embedder, self.bank, self.k, self.tau, self.batch_size = embedder, bank, k, tau, batch_size
-        self.form, self.target_view = form, target_view
+        self.form, self.target_view, self.failure = form, target_view, failure
         self.pool = outcome_pool(negatives)
         self.rng = random.Random(seed)
         self.drawn: dict[str, list[int]] = {}  # dataset -> the pairs its rollouts meet (`dataset` or a number)
@@ -321,8 +331,9 @@ class OutcomeReward(_RolloutReward):
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
-        # A rollout the embedder cannot use earns nothing. Scoring it as the raw item instead would
-        # pay the policy for breaking the format whenever raw input retrieves better than its T-CoTs.
+        # A rollout the embedder cannot use earns nothing (or its group's floor, `failure`). Scoring it as
+        # the raw item instead would pay the policy for breaking the format whenever raw input retrieves
+        # better than its T-CoTs.
         usable = [row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None]
         # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common).
         distinct: dict[tuple, int] = {}  # (pair, role, text) -> row of its first occurrence
@@ -355,9 +366,13 @@ class OutcomeReward(_RolloutReward):
         padded = torch.full((len(sim_neg), width), float("nan"))
         for k, sims in enumerate(sim_neg):
             padded[k, :len(sims)] = sims
-        for row, reward in zip(usable, outcome_rewards(torch.stack(sim_pos), padded, self.k, self.tau,
-                                                                  self.form).tolist()):
-            out[row] = reward
+        sim_pos = torch.stack(sim_pos)
+        succeeded = [False] * len(texts)
+        for row, reward, rank in zip(usable, outcome_rewards(sim_pos, padded, self.k, self.tau, self.form).tolist(),
+                                     positive_rank(sim_pos, padded).tolist()):
+            out[row], succeeded[row] = reward, rank <= self.k
+        if self.failure == "floor":
+            out = floor_failures(out, succeeded, list(zip(pair_index, role)))
         return out
 
 
@@ -473,7 +488,8 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
         elif name == "outcome":
             rewards.append(OutcomeReward(dataset, embedder, bank, config.outcome_k, config.outcome_tau,
                                          negatives=config.outcome_negatives, seed=config.seed,
-                                         form=config.outcome_form, target_view=config.target_view))
+                                         form=config.outcome_form, target_view=config.target_view,
+                                         failure=config.outcome_failure))
             rewards[-1].embed_pool()
         else:
             from embedrl.train.discriminator import load_discriminator

@@ -48,6 +48,34 @@ def format_rewards(tcots: Sequence[TCoT]) -> list[float]:
 
 
 OUTCOME_FORMS = ("margin", "rank")
+OUTCOME_FAILURES = ("zero", "floor")
+
+
+def positive_rank(sim_pos: torch.Tensor, sim_neg: torch.Tensor) -> torch.Tensor:
+    """1 + the number of negatives scoring strictly above the positive (NaN: no negative there).
+
+    >>> positive_rank(torch.tensor([0.9, 0.2]), torch.tensor([[0.1, float("nan")], [0.5, 0.3]]))
+    tensor([1, 3])
+    """
+    return 1 + (sim_neg.nan_to_num(float("-inf")) > sim_pos.unsqueeze(1)).sum(dim=1)
+
+
+def floor_failures(rewards: Sequence[float], succeeded: Sequence[bool], groups: Sequence) -> list[float]:
+    """A failed rollout (T-CoT unusable, or positive outside the top k) scores the lower of 0 and the
+    worst success of its group (rollouts of the same prompt), never more than any of them.
+
+    A margin is negative for a success ranked below its hardest negatives (at a small tau the
+    weighted negatives are the hardest), so a flat 0 for failing would pay a rollout for breaking
+    its format, or for falling out of the top k.
+
+    >>> floor_failures([-0.2, 0.1, 0.0, 0.0], [True, True, False, False], ["a", "a", "a", "b"])
+    [-0.2, 0.1, -0.2, 0.0]
+    """
+    worst: dict = {}
+    for reward, ok, group in zip(rewards, succeeded, groups, strict=True):
+        if ok:
+            worst[group] = min(worst.get(group, 0.0), reward)
+    return [reward if ok else worst.get(group, 0.0) for reward, ok, group in zip(rewards, succeeded, groups)]
 
 
 def outcome_rewards(sim_pos: torch.Tensor, sim_neg: torch.Tensor, k: int = 1, tau: float = 0.5,
@@ -71,7 +99,7 @@ def outcome_rewards(sim_pos: torch.Tensor, sim_neg: torch.Tensor, k: int = 1, ta
     if sim_neg.shape[1] == 0 or not bool(valid.any()):
         return sim_pos.clone() if form == "margin" else torch.ones_like(sim_pos)  # nothing to beat
     neg = torch.where(valid, sim_neg, torch.full_like(sim_neg, float("-inf")))
-    rank = 1 + (neg > sim_pos.unsqueeze(1)).sum(dim=1)
+    rank = positive_rank(sim_pos, sim_neg)
     if form == "rank":
         return torch.where(rank <= k, 1.0 / torch.log2(1.0 + rank.to(sim_pos.dtype)), torch.zeros_like(sim_pos))
     weights = torch.softmax(neg / tau, dim=1)
