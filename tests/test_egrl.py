@@ -233,13 +233,12 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
     # a junk rollout earns nothing (scored as the raw item, it would pay the policy for breaking the format)
     assert scores[3] == 0.0
     assert reward(["<thinking>junk"], pair_index=[0], role=["query"]) == [0.0]
-    # floored, a junk rollout earns the lower of 0 and its prompt's worst success; alone in its group, 0
+    # floored (the default), a junk rollout earns the lower of 0 and its prompt's worst success; alone, 0
     batch = ([pairs[0].qry_tcot, "<thinking>junk", "<thinking>junk"], [0, 0, 2], ["query"] * 3)
-    flat = reward(batch[0], pair_index=batch[1], role=batch[2])
-    floored = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05, failure="floor")(
+    flat = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05, failure="zero")(
         batch[0], pair_index=batch[1], role=batch[2])
-    assert floored[0] == OutcomeReward(dataset, embedder, bank, k=10, tau=0.05)(
-        batch[0], pair_index=batch[1], role=batch[2])[0]
+    floored = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05)(batch[0], pair_index=batch[1], role=batch[2])
+    assert floored[0] == flat[0]
     assert floored[1] == min(0.0, floored[0]) and floored[2] == 0.0 and flat[1] == flat[2] == 0.0
 
 

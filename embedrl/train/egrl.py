@@ -88,11 +88,12 @@ class EGRLConfig(GRPOConfig):
     outcome_form: str = field(default="margin", metadata={
         "help": "`margin`: the paper's Acc_k x (positive - softmax-weighted negatives); `rank`: Acc_k / log2(1 + rank) "
                 "of the positive, which only moves when a T-CoT changes the ranking (outcome_tau unused)."})
-    outcome_failure: str = field(default="zero", metadata={
-        "help": "What a failed rollout (T-CoT unusable, or positive outside the top k) earns: `zero`, or `floor`: "
-                "the lower of 0 and the worst success among its prompt's rollouts. With the margin at a small "
+    outcome_failure: str = field(default="floor", metadata={
+        "help": "What a failed rollout (T-CoT unusable, or positive outside the top k) earns: `floor`, the lower of "
+                "0 and the worst success among its prompt's rollouts, or `zero`. With the margin at a small "
                 "outcome_tau a success below its hardest negative earns less than 0, so `zero` pays for breaking "
-                "the format (without the Acc_k gate, outcome_k=1000000, EG-RL then writes no usable T-CoT)."})
+                "the format (without the Acc_k gate, outcome_k=1000000, EG-RL then writes no usable T-CoT). At "
+                "outcome_k=1, or with the rank form, no success earns less than 0 and the two are the same."})
     outcome_negatives: str = field(default="batch", metadata={
         "help": "Which other pairs' items a rollout must beat: those of the step's batch (`batch`), every training "
                 "pair's (`all`), every pair of the rollout's own dataset (`dataset`: as a held-out query meets only "
@@ -280,7 +281,7 @@ class OutcomeReward(_RolloutReward):
 
     def __init__(self, dataset: RolloutDataset, embedder: Embedder, bank: CandidateBank, k: int = 1,
                  tau: float = 0.5, batch_size: int = 32, negatives: str | int = "batch", seed: int = 0,
-                 form: str = "margin", target_view: str = "target", failure: str = "zero"):
+                 form: str = "margin", target_view: str = "target", failure: str = "floor"):
         super().__init__(dataset)
         self.embedder, self.bank, self.k, self.tau, self.batch_size = embedder, bank, k, tau, batch_size
         self.form, self.target_view, self.failure = form, target_view, failure
