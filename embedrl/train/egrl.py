@@ -7,7 +7,8 @@ outcome (the rollout's embedding against the other side of the batch's pairs -- 
 training pair, or of every or N pairs of its own dataset: `outcome_negatives` -- plus the pair's
 hard negatives). Rollouts are made for both the query and the target of each pair.
 A rollout the embedder cannot use (broken tags or JSON, boxes or key frames that do not fit
-the item) earns 0 from every reward; training goes on.
+the item) earns 0 from the format and process rewards and, from the outcome reward, no more than
+the worst well-formed rollout of its prompt (`outcome_failure`); training goes on.
 
 Cost: the sides a rollout is scored against are embedded once, with their cached T-CoT
 (the pairs' annotations), and kept in a `CandidateBank`; per step only the distinct
