@@ -336,11 +336,13 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
-              "paper_ordering": ordering, "usable_tcots": usable, "same_run_as_eg_rl": reused, "timings_s": pipe.timings}
+              "paper_ordering": ordering, "usable_tcots": usable, "same_run_as_eg_rl": reused,
+              "timings_s": pipe.timings}
     if write_report:
         write_json(out / "ablation.json", report)
         with atomic_write(out / "ablation.md") as f:
-            f.write(format_table(summary) + format_ordering(ordering) + format_reused(reused) + format_steps(steps) + format_usage(usable))
+            f.write(format_table(summary) + format_ordering(ordering) + format_reused(reused)
+                    + format_steps(steps) + format_usage(usable))
         plot_reward_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
 
