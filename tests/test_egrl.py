@@ -596,6 +596,13 @@ def test_ablation_says_whether_each_step_clears_the_seeds_spread():
     # a table without EG-RL cannot meet the claim, and says so
     assert "not met" in format_ordering(paper_ordering({k: summary[k] for k in ("raw", "sft")}))
     assert format_ordering({}) == ""
+    # seed by seed: a step inside the spread can still hold on most seeds (fresh seeds 6-8)
+    scores = {"raw": seeds(19.8, 19.8, 19.8), "sft": seeds(25.64, 21.68, 25.46), "eg_rl": seeds(26.79, 24.00, 24.00)}
+    fresh = paper_ordering(summarize(scores), scores)
+    assert not fresh["eg_rl - sft"]["above_spread"]
+    assert (fresh["eg_rl - sft"]["seeds_above"], fresh["eg_rl - sft"]["seeds"]) == (2, 3)
+    assert fresh["sft - raw"]["seeds_above"] == 3
+    assert "above on 2 of 3 seeds" in format_ordering(fresh)
 
 
 def test_paired_interval_of_a_step_over_the_same_queries():
