@@ -258,3 +258,23 @@ def test_annotator_tcots_cover_every_eval_item_and_feed_the_ceiling_script(synth
                                                 "--queries", "3"])
     assert set(rows) == {"raw", "oracle query T-CoT", "annotator T-CoT, both sides"}
     assert all(0 <= v <= 100 for r in rows.values() for v in r.values())
+
+
+@pytest.mark.parametrize("name", ["Synth-VQA", "Synth-Grounding", "Synth-Composed"])
+def test_annotated_query_tcot_is_about_what_its_text_names(name):
+    """An image + text query's teacher T-CoT boxes the objects its question, expression or edit
+    names (what must be matched), not the picture's most salient ones."""
+    from embedrl.data.synth import _examples
+    from embedrl.data.synth_scenes import salience_order
+    from embedrl.data.synth_tasks import annotate
+
+    task = next(t for t in TASKS if t.name == name)
+    examples = _examples(task, SEED, "train", 40, 3, {})
+    about_other = 0
+    for ex in examples:
+        tcot = annotate(ex.query)
+        if ex.query.about:
+            assert tcot.boxes == ex.qry_ev["bbox_2d"]
+            assert tcot.rethink.startswith("The text is about")
+            about_other += list(ex.query.about) != salience_order(ex.query.scene)[:len(ex.query.about)]
+    assert about_other > 10  # the text's objects are often not the most salient: the annotator must read it

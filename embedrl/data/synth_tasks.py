@@ -7,8 +7,9 @@ frames that actually tell the gold from its hard negatives (for analysis only).
 
 The *generic annotator* (`annotate`) writes the T-CoT a teacher VLM would: it looks at one
 side only (text: its content words; image: the 1-2 most salient objects and their boxes;
-video: the most salient moving object and a few key frames) and never at the negatives, so
-its evidence is often incomplete for discrimination -- the gap EG-RL is meant to close.
+image with a question, expression or edit: the objects the text is about, as a teacher that reads
+the text finds them; video: the most salient moving object and a few key frames) and never at the
+negatives, so its evidence is often incomplete for discrimination -- the gap EG-RL is meant to close.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Side:
     scene: Scene | None = None
     crop: tuple[int, int, int, int] | None = None  # px window of `scene` (grounding candidates)
     focus: int | None = None  # the object a crop is centred on
+    about: tuple[int, ...] = ()  # the objects of `scene` that `text` names (image + text queries)
 
     @property
     def key(self) -> tuple:
@@ -209,8 +211,8 @@ def build_vqa(ctx: Ctx) -> Example | None:
         answer = T.NUMBER_WORDS[len(counted)]
         hard = _value_answers(ctx, "count", answer, numbers)
         ev_q = evidence(qwords, [object_box(s, i) for i in counted])
-        return Example(Side(text=question, scene=s), Side(text=answer), [(Side(text=a), _diff(d, None)) for a, d in hard],
-                       ev_q, evidence([answer]), s)
+        return Example(Side(text=question, scene=s, about=tuple(counted)), Side(text=answer),
+                       [(Side(text=a), _diff(d, None)) for a, d in hard], ev_q, evidence([answer]), s)
     else:
         question, qwords = T.question_about(kind, s, index, rng)
     if kind in ("colour", "shape"):
@@ -223,7 +225,8 @@ def build_vqa(ctx: Ctx) -> Example | None:
         hard = _object_variants(ctx, obj, index)
         rng.shuffle(hard)
         pos_words = [obj.size, obj.colour, obj.shape]
-    return Example(Side(text=question, scene=s), Side(text=answer),
+    about = (anchor, index) if kind == "relation" else (index,)
+    return Example(Side(text=question, scene=s, about=about), Side(text=answer),
                    [(Side(text=a), _diff(d, None)) for a, d in hard],
                    evidence(qwords, boxes), evidence(pos_words), s)
 
@@ -240,7 +243,7 @@ def build_grounding(ctx: Ctx) -> Example:
     others = [Side(scene=s, crop=crop_region(s, j), focus=j) for j in range(len(s.objects)) if j != index]
     obj = s.objects[index]
     pos_ev = evidence([obj.get(d["attribute"]) for _, d in variants], [object_box(s, index, region)])
-    return Example(Side(text=expr, scene=s), Side(scene=s, crop=region, focus=index), hard,
+    return Example(Side(text=expr, scene=s, about=(index,)), Side(scene=s, crop=region, focus=index), hard,
                    evidence(list(words.values()), [object_box(s, index)]), pos_ev, s, others)
 
 
@@ -271,7 +274,7 @@ def build_composed(ctx: Ctx) -> Example:
     rng.shuffle(hard)
     qry_ev = evidence(list(words.values()), [object_box(s, i)])
     pos_ev = evidence([str(new)], [object_box(gold, i)])
-    return Example(Side(text=text, scene=s), Side(scene=gold), hard, qry_ev, pos_ev, gold)
+    return Example(Side(text=text, scene=s, about=(i,)), Side(scene=gold), hard, qry_ev, pos_ev, gold)
 
 
 def build_cls(ctx: Ctx) -> Example:
@@ -339,11 +342,11 @@ def annotate(side: Side) -> TCoT:
         o = s.objects[side.focus]
         return TCoT(keywords=[f"{o.colour} {o.shape}"], boxes=[object_box(s, side.focus, side.crop)],
                     rethink=f"The crop shows {T.canonical(o)}.", answer=T.canonical(o, with_article=False))
-    top = salience_order(s)[:2]
-    phrases = [_object_phrase(s, i) for i in top]
+    top = list(side.about) or salience_order(s)[:2]
+    phrases = " and ".join(_object_phrase(s, i) for i in top)
     return TCoT(keywords=keywords[:6] + [f"{s.objects[i].colour} {s.objects[i].shape}" for i in top],
                 boxes=[object_box(s, i) for i in top],
-                rethink="The most prominent objects are " + " and ".join(phrases) + ".",
+                rethink=f"The text is about {phrases}." if side.about else f"The most prominent objects are {phrases}.",
                 answer="; ".join(s.objects[i].describe() for i in top))
 
 
