@@ -184,7 +184,7 @@ def build_vqa(ctx: Ctx) -> Example | None:
     kind = rng.choice(("what", "colour", "shape", "count", "relation"))
     index = rng.randrange(len(s.objects))
     obj = s.objects[index]
-    boxes = [object_box(s, index)]
+    about = (index,)  # the objects the question names
     if kind == "relation":
         options = [(d, a) for a in range(len(s.objects)) for d in ("left", "right", "up", "down")
                    if _neighbour(s, a, d) is not None]
@@ -194,7 +194,7 @@ def build_vqa(ctx: Ctx) -> Example | None:
         index = _neighbour(s, anchor, direction)
         obj = s.objects[index]
         question, qwords = T.question_about("relation", s, None, rng, (direction, anchor))
-        boxes = [object_box(s, anchor), object_box(s, index)]
+        about = (anchor, index)
     elif kind == "count":
         what = rng.choice(("all", "colour", "shape"))
         present = rng.random() < 0.75
@@ -225,10 +225,9 @@ def build_vqa(ctx: Ctx) -> Example | None:
         hard = _object_variants(ctx, obj, index)
         rng.shuffle(hard)
         pos_words = [obj.size, obj.colour, obj.shape]
-    about = (anchor, index) if kind == "relation" else (index,)
     return Example(Side(text=question, scene=s, about=about), Side(text=answer),
                    [(Side(text=a), _diff(d, None)) for a, d in hard],
-                   evidence(qwords, boxes), evidence(pos_words), s)
+                   evidence(qwords, [object_box(s, i) for i in about]), evidence(pos_words), s)
 
 
 def build_grounding(ctx: Ctx) -> Example:
