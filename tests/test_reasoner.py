@@ -227,6 +227,38 @@ def test_warmup_captions_name_every_object_most_salient_first(tmp_path):
     assert parts[0].startswith("large blue square")
 
 
+def test_warmup_refer_examples_name_the_one_object_their_phrase_picks_out(tmp_path):
+    """`tasks: [caption, refer]`: each scene also teaches reading a phrase in the benchmark's synonyms."""
+    from embedrl.data.synth_text import COLOUR_WORDS, SHAPE_WORDS
+    from embedrl.train.reasoner_warmup import (
+        ReasonerWarmupConfig,
+        object_words,
+        refer_rows,
+        render_scenes,
+        sample_scenes,
+        warmup_examples,
+    )
+
+    rows = render_scenes(tmp_path / "scenes", 40, seed=2)
+    scenes = sample_scenes(40, seed=2)
+    refer = refer_rows(rows, seed=2)
+    assert [r["image"] for r in refer] == [r["image"] for r in rows]
+    synonyms_used = 0
+    for r, scene in zip(refer, scenes):
+        phrase = r["prompt"].split("Which object is ")[1].split("?")[0]
+        named = [i for i in range(len(scene.objects)) if object_words(scene, i) == r["answer"]]
+        assert len(named) == 1, r  # the answer is one object of the picture
+        obj = scene.objects[named[0]]
+        # the phrase names it in some synonym of its colour or shape, or by size / position only
+        synonyms_used += any(w in phrase for w in (*COLOUR_WORDS[obj.colour][1:], *SHAPE_WORDS[obj.shape][1:]))
+    assert synonyms_used >= 10  # the text must be read, not matched word for word
+    both = warmup_examples(rows, ["caption", "refer"], seed=2)
+    assert len(both) == 80 and len(warmup_examples(rows)) == 40
+    assert both[40]["prompt"][0]["content"][1]["text"] == refer[0]["prompt"]
+    with pytest.raises(ValueError, match="tasks must be"):
+        ReasonerWarmupConfig(model="m", output_dir=str(tmp_path / "o"), tasks=["captions"], use_cpu=True)
+
+
 def test_warmup_trains_on_scene_captions_and_sft_starts_from_it(bench, tiny_reasoner_dir, items, tmp_path):
     argv = ["-q", "train", "reasoner-warmup", "--config", str(WARMUP_RECIPE), f"model={tiny_reasoner_dir}",
             f"output_dir={tmp_path / 'warm'}", "scenes=16", "max_steps=3", "per_device_train_batch_size=4",

@@ -5,8 +5,12 @@ preset starts from random weights, and T-CoT SFT alone does not teach it to read
 tokens (after the SFT recipe it writes the same objects for every picture). This stage is the
 tiny preset's stand-in for VLM pretraining: SFT (TRL's SFTTrainer) on captions of freshly
 sampled synthetic scenes -- every object's size, colour, shape and position, most salient
-first. The scenes come from their own random stream (`scene_seed`), not from a benchmark's
-splits. Real checkpoints skip this stage.
+first -- and, with `tasks: [caption, refer]`, on referring expressions: the picture and a phrase
+naming one of its objects in the benchmark's synonyms ("the lemon hexagon at the centre") ->
+that object in canonical words, the stand-in for the grounding data (RefCOCO-style) a real VLM
+is pretrained on, so the reasoner learns to read its text as well as its image. The scenes come
+from their own random stream (`scene_seed`), not from a benchmark's splits. Real checkpoints
+skip this stage.
 
 The rendered scenes are kept in `scene_dir` (default `output_dir/scenes`) with an index
 written last, so a rerun (or `--resume`) reuses them.
@@ -28,6 +32,8 @@ from embedrl.io import ensure_dir, read_json, write_json
 logger = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe every object in the picture: size, colour, shape and position, most prominent first."
+REFER_PROMPT = "Which object is {expr}? Describe it: size, colour, shape and position."
+WARMUP_TASKS = ("caption", "refer")
 
 
 @dataclass
@@ -39,6 +45,8 @@ class ReasonerWarmupConfig(SFTConfig):
     scene_seed: int = field(default=0, metadata={"help": "Seed of the scene stream (independent of `seed`)."})
     scene_dir: str | None = field(default=None, metadata={
         "help": "Where the rendered scenes are kept (default: output_dir/scenes); reused when it matches."})
+    tasks: list[str] = field(default_factory=lambda: ["caption"], metadata={
+        "help": "Examples made of each scene: `caption` (every object) and/or `refer` (the object a phrase names)."})
 
     def __post_init__(self):
         from embedrl.train.reasoner_sft import set_bf16_default
@@ -46,6 +54,9 @@ class ReasonerWarmupConfig(SFTConfig):
         set_bf16_default(self)
         if self.scenes < 1:
             raise ValueError(f"scenes must be at least 1, not {self.scenes}")
+        unknown = [t for t in self.tasks if t not in WARMUP_TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks must be a non-empty list of {', '.join(WARMUP_TASKS)}, not {self.tasks}")
         super().__post_init__()
 
 
@@ -57,20 +68,33 @@ def build_config(config: str | Path | None = None, overrides: list[str] | None =
     return cfg
 
 
+def object_words(scene, i: int) -> str:
+    """'large red circle on the left': one object in canonical words."""
+    from embedrl.data.synth_text import POSITION_WORDS
+
+    return f"{scene.objects[i].describe()} {POSITION_WORDS[scene.objects[i].position][0]}"
+
+
 def caption(scene) -> str:
     """Every object of a scene in canonical words, most salient first."""
     from embedrl.data.synth_scenes import salience_order
-    from embedrl.data.synth_text import POSITION_WORDS
 
-    return "; ".join(f"{scene.objects[i].describe()} {POSITION_WORDS[scene.objects[i].position][0]}"
-                     for i in salience_order(scene))
+    return "; ".join(object_words(scene, i) for i in salience_order(scene))
+
+
+def sample_scenes(n: int, seed: int) -> list:
+    """The scene stream `seed`: the same scenes every time, whether or not they are rendered."""
+    from embedrl.data.synth_scenes import sample_scene
+
+    rng = random.Random(f"reasoner-warmup-{seed}")
+    return [sample_scene(rng) for _ in range(n)]
 
 
 def render_scenes(out: str | Path, n: int, seed: int) -> list[dict[str, str]]:
     """Render `n` scenes of stream `seed` into `out` (reused if its index matches); returns (image, caption) rows."""
     from tqdm.auto import tqdm
 
-    from embedrl.data.synth_scenes import render, sample_scene, save_png
+    from embedrl.data.synth_scenes import render, save_png
 
     out = ensure_dir(out)
     index = Path(out) / "index.json"
@@ -78,10 +102,8 @@ def render_scenes(out: str | Path, n: int, seed: int) -> list[dict[str, str]]:
         meta = read_json(index)
         if meta.get("n") == n and meta.get("seed") == seed:
             return meta["rows"]
-    rng = random.Random(f"reasoner-warmup-{seed}")
     rows = []
-    for i in tqdm(range(n), desc="rendering scenes", unit="scene", disable=None):
-        scene = sample_scene(rng)
+    for i, scene in enumerate(tqdm(sample_scenes(n, seed), desc="rendering scenes", unit="scene", disable=None)):
         path = Path(out) / f"scene_{i:06d}.png"
         save_png(render(scene), path)
         rows.append({"image": str(path), "caption": caption(scene)})
@@ -89,11 +111,30 @@ def render_scenes(out: str | Path, n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
-def warmup_examples(rows: list[dict[str, str]]) -> list[dict]:
-    """Prompt-completion examples (image + caption prompt -> caption) in the format SFT uses."""
-    return [{"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]}],
-             "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["caption"]}]}],
-             "images": [r["image"]]} for r in rows]
+def refer_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
+    """One (image, prompt, answer) row a scene: a phrase naming one of its objects uniquely -> that object."""
+    from embedrl.data.synth_text import refer
+
+    rng = random.Random(f"reasoner-warmup-refer-{seed}")
+    out = []
+    for row, scene in zip(rows, sample_scenes(len(rows), seed), strict=True):
+        index = rng.randrange(len(scene.objects))
+        expr, _ = refer(scene, index, rng)
+        out.append({"image": row["image"], "prompt": REFER_PROMPT.format(expr=expr),
+                    "answer": object_words(scene, index)})
+    return out
+
+
+def warmup_examples(rows: list[dict[str, str]], tasks=("caption",), seed: int = 0) -> list[dict]:
+    """Prompt-completion examples (image + prompt -> answer) in the format SFT uses, `tasks` per scene."""
+    tagged = []
+    if "caption" in tasks:
+        tagged += [{"image": r["image"], "prompt": CAPTION_PROMPT, "answer": r["caption"]} for r in rows]
+    if "refer" in tasks:
+        tagged += refer_rows(rows, seed)
+    return [{"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}]}],
+             "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["answer"]}]}],
+             "images": [r["image"]]} for r in tagged]
 
 
 def train_reasoner_warmup(config: ReasonerWarmupConfig, resume: bool = False) -> Path:
@@ -101,5 +142,5 @@ def train_reasoner_warmup(config: ReasonerWarmupConfig, resume: bool = False) ->
     from embedrl.train.reasoner_sft import run_sft
 
     rows = render_scenes(config.scene_dir or Path(config.output_dir) / "scenes", config.scenes, config.scene_seed)
-    logger.info("perception warm-up on %d scene captions", len(rows))
-    return run_sft(config, warmup_examples(rows), resume)
+    logger.info("perception warm-up on %d scenes (%s)", len(rows), ", ".join(config.tasks))
+    return run_sft(config, warmup_examples(rows, config.tasks, config.scene_seed), resume)
