@@ -240,6 +240,16 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
     floored = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05)(batch[0], pair_index=batch[1], role=batch[2])
     assert floored[0] == flat[0]
     assert floored[1] == min(0.0, floored[0]) and floored[2] == 0.0 and flat[1] == flat[2] == 0.0
+    # `raw`: a junk rollout earns what its raw item earns, as retrieval falls back to it
+    raw = OutcomeReward(dataset, embedder, bank, k=10, tau=0.05, failure="raw")(
+        batch[0], pair_index=batch[1], role=batch[2])
+    assert abs(raw[0] - flat[0]) < 1e-5
+    for row, i in ((1, 0), (2, 2)):
+        q_raw = embedder.encode([pairs[i].query], [None])[0]
+        pos = bank.get([("target", i)])[0]
+        other = 2 if i == 0 else 0
+        sims = bank.get([("target", other)] + [("neg", i, j) for j in range(len(pairs[i].negs))]) @ q_raw
+        assert abs(raw[row] - (q_raw @ pos - (torch.softmax(sims / 0.05, 0) * sims).sum()).item()) < 1e-5
 
 
 def test_target_rollout_seen_from_its_query_meets_the_hard_negatives(tiny_clip_dir, synth_tiny_dir):
@@ -438,7 +448,7 @@ def test_eg_rl_config_names_the_outcome_choices_when_given_others():
         build_egrl_config(None, [*common, "outcome_form=hit"])
     with pytest.raises(EmbedrlError, match="'target', 'query'"):
         build_egrl_config(None, [*common, "target_view=both"])
-    with pytest.raises(EmbedrlError, match="'zero', 'floor'"):
+    with pytest.raises(EmbedrlError, match="'zero', 'floor', 'raw'"):
         build_egrl_config(None, [*common, "outcome_failure=min"])
 
 

@@ -8,7 +8,8 @@ training pair, or of every or N pairs of its own dataset: `outcome_negatives` --
 hard negatives). Rollouts are made for both the query and the target of each pair.
 A rollout the embedder cannot use (broken tags or JSON, boxes or key frames that do not fit
 the item) earns 0 from the format and process rewards and, from the outcome reward, no more than
-the worst well-formed rollout of its prompt (`outcome_failure`); training goes on.
+the worst well-formed rollout of its prompt, or what its raw item earns (`outcome_failure`);
+training goes on.
 
 Cost: the sides a rollout is scored against are embedded once, with their cached T-CoT
 (the pairs' annotations), and kept in a `CandidateBank`; per step only the distinct
@@ -94,7 +95,10 @@ class EGRLConfig(GRPOConfig):
                 "0 and the worst success among its prompt's rollouts, or `zero`. With the margin at a small "
                 "outcome_tau a success below its hardest negative earns less than 0, so `zero` pays for breaking "
                 "the format (without the Acc_k gate, outcome_k=1000000, EG-RL then writes no usable T-CoT). At "
-                "outcome_k=1, or with the rank form, no success earns less than 0 and the two are the same."})
+                "outcome_k=1, or with the rank form, no success earns less than 0 and the two are the same. "
+                "`raw`: an unusable T-CoT is scored on the raw item, as retrieval falls back to it, so a well-formed "
+                "T-CoT that retrieves worse than raw input earns less than a broken one (the format reward still "
+                "pays for form); a positive outside the top k is floored."})
     outcome_negatives: str = field(default="batch", metadata={
         "help": "Which other pairs' items a rollout must beat: those of the step's batch (`batch`), every training "
                 "pair's (`all`), every pair of the rollout's own dataset (`dataset`: as a held-out query meets only "
@@ -333,27 +337,30 @@ class OutcomeReward(_RolloutReward):
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
-        # A rollout the embedder cannot use earns nothing (or its group's floor, `failure`). Scoring it as
-        # the raw item instead would pay the policy for breaking the format whenever raw input retrieves
-        # better than its T-CoTs.
-        usable = [row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None]
-        # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common).
+        # A rollout the embedder cannot use earns nothing (or its group's floor, `failure`): scored as the
+        # raw item, it would be paid for breaking the format whenever raw input retrieves better than its
+        # T-CoTs -- which is what `raw` does on purpose, as retrieval falls back to the raw item too.
+        usable = {row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None}
+        scored = range(len(texts)) if self.failure == "raw" else sorted(usable)
+        # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common);
+        # the unusable rollouts of a prompt share one raw embedding (text None).
+        key_of = {row: (pair_index[row], role[row], texts[row] if row in usable else None) for row in scored}
         distinct: dict[tuple, int] = {}  # (pair, role, text) -> row of its first occurrence
-        for row in usable:
-            distinct.setdefault((pair_index[row], role[row], texts[row]), row)
+        for row in scored:
+            distinct.setdefault(key_of[row], row)
         out = [0.0] * len(texts)
         if not distinct:
             return out
         rows = list(distinct.values())
-        vectors = self.embedder.encode([items[n] for n in rows], [tcots[n] for n in rows],
+        vectors = self.embedder.encode([items[n] for n in rows], [tcots[n] if n in usable else None for n in rows],
                                        batch_size=self.batch_size)
         slot = {key: k for k, key in enumerate(distinct)}
         in_batch = sorted(set(pair_index))
         sim_pos, sim_neg = [], []
         against: dict[tuple, tuple] = {}  # (pair, role) -> (other side's vector, negatives' vectors or similarities)
-        for row in usable:
+        for row in scored:
             i, r = pair_index[row], role[row]
-            v = vectors[slot[(i, r, texts[row])]]
+            v = vectors[slot[key_of[row]]]
             from_query = r == "target" and self.target_view == "query"
             if (i, r) not in against:  # once per prompt, not once per rollout of its group
                 other = "target" if r == "query" else "query"
@@ -370,10 +377,10 @@ class OutcomeReward(_RolloutReward):
             padded[k, :len(sims)] = sims
         sim_pos = torch.stack(sim_pos)
         succeeded = [False] * len(texts)
-        for row, reward, rank in zip(usable, outcome_rewards(sim_pos, padded, self.k, self.tau, self.form).tolist(),
+        for row, reward, rank in zip(scored, outcome_rewards(sim_pos, padded, self.k, self.tau, self.form).tolist(),
                                      positive_rank(sim_pos, padded).tolist()):
             out[row], succeeded[row] = reward, rank <= self.k
-        if self.failure == "floor":
+        if self.failure in ("floor", "raw"):
             out = floor_failures(out, succeeded, list(zip(pair_index, role)))
         return out
 

@@ -48,7 +48,7 @@ def format_rewards(tcots: Sequence[TCoT]) -> list[float]:
 
 
 OUTCOME_FORMS = ("margin", "rank")
-OUTCOME_FAILURES = ("zero", "floor")
+OUTCOME_FAILURES = ("zero", "floor", "raw")
 
 
 def positive_rank(sim_pos: torch.Tensor, sim_neg: torch.Tensor) -> torch.Tensor:
