@@ -21,9 +21,8 @@ from embedrl.data.synth import annotator_tcots, media_key, read_meta
 from embedrl.errors import EmbedrlError
 from embedrl.eval.mmeb import load_specs
 from embedrl.eval.readers import read_task
-from embedrl.items import load_image
 from embedrl.models.reasoner import load_reasoner
-from embedrl.train.reasoner_warmup import CAPTION_PROMPT, REFER_PROMPT
+from embedrl.train.reasoner_warmup import CAPTION_PROMPT, REFER_PROMPT, warmup_messages
 
 
 def first_object(reasoner, queries, prompt: str | None, batch_size: int = 16) -> list[str]:
@@ -32,10 +31,9 @@ def first_object(reasoner, queries, prompt: str | None, batch_size: int = 16) ->
     for s in tqdm(range(0, len(queries), batch_size), desc="generating", unit="batch", disable=None):
         batch = queries[s:s + batch_size]
         texts = [reasoner.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": (
-                prompt.format(expr=q.text) if prompt else CAPTION_PROMPT)}]}],
+            warmup_messages(prompt.format(expr=q.text) if prompt else CAPTION_PROMPT),
             tokenize=False, add_generation_prompt=True) for q in batch]
-        enc = reasoner.processor(text=texts, images=[load_image(q.image) for q in batch], padding=True,
+        enc = reasoner.processor(text=texts, images=[q.load_image() for q in batch], padding=True,
                                  padding_side="left", return_tensors="pt")
         with torch.inference_mode():
             ids = reasoner.model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -337,9 +337,9 @@ class OutcomeReward(_RolloutReward):
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
         items, tcots, texts = self.rollouts(completions, pair_index, role)
-        # A rollout the embedder cannot use earns nothing (or its group's floor, `failure`): scored as the
-        # raw item, it would be paid for breaking the format whenever raw input retrieves better than its
-        # T-CoTs -- which is what `raw` does on purpose, as retrieval falls back to the raw item too.
+        # A rollout the embedder cannot use earns nothing, or its group's floor (`failure`): scored as its
+        # raw item, breaking the format would pay wherever raw input retrieves better than the T-CoTs.
+        # `raw` scores it so on purpose: retrieval falls back to the raw item, and the reward ranks as it will.
         usable = {row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None}
         scored = range(len(texts)) if self.failure == "raw" else sorted(usable)
         # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common);

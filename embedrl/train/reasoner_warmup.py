@@ -125,6 +125,11 @@ def refer_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
     return out
 
 
+def warmup_messages(prompt: str) -> list[dict]:
+    """The user turn the warm-up trains on (one picture, then the prompt); ask it the same way to measure it."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
 def warmup_examples(rows: list[dict[str, str]], tasks=("caption",), seed: int = 0) -> list[dict]:
     """Prompt-completion examples (image + prompt -> answer) in the format SFT uses, `tasks` per scene."""
     tagged = []
@@ -132,7 +137,7 @@ def warmup_examples(rows: list[dict[str, str]], tasks=("caption",), seed: int = 
         tagged += [{"image": r["image"], "prompt": CAPTION_PROMPT, "answer": r["caption"]} for r in rows]
     if "refer" in tasks:
         tagged += refer_rows(rows, seed)
-    return [{"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}]}],
+    return [{"prompt": warmup_messages(r["prompt"]),
              "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["answer"]}]}],
              "images": [r["image"]]} for r in tagged]
 
