@@ -477,6 +477,8 @@ def test_ablation_rejects_unknown_modalities():
 
     with pytest.raises(Exception, match="subset of"):
         AblationConfig(tcot_modalities=["picture"])
+    with pytest.raises(ValueError, match="T-CoT modes must be one of"):
+        AblationConfig(tcot_mode_by_set={"Synth-Grounding": "candidates"})
 
 
 def _candidates(prompt: str) -> list[str]:

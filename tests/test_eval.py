@@ -325,6 +325,26 @@ def test_tcot_modes_call_the_reasoner_per_side(clip, toy_root, tmp_path):
         evaluate(clip, registry, root, tmp_path / "c", tcot_mode="both")
 
 
+def test_a_set_can_have_a_tcot_mode_of_its_own(clip, toy_root, tmp_path):
+    """Queries raw on one set (candidates keep their T-CoTs), the default mode on the rest; a typo
+    in a set's name is refused rather than leaving that set on the default."""
+    root, registry = toy_root
+    reasoner = EchoReasoner()
+    run = evaluate(clip, registry, root, tmp_path / "t", reasoner=reasoner, tcot_mode="both",
+                   tcot_mode_by_set={"Toy-I2I": "target"})
+    assert "Toy-I2I" in run.computed and len(run.computed) > 1
+    scores = {spec.name: json.loads(score_path(tmp_path / "t", spec).read_text())
+              for spec in load_registry(registry) if spec.name in run.computed}
+    assert "query_tcots" not in scores["Toy-I2I"] and scores["Toy-I2I"]["target_tcots"]["written"] == 4
+    assert all("query_tcots" in s for name, s in scores.items() if name != "Toy-I2I")
+    assert run.results["metadata"]["tcot_mode_by_set"] == {"Toy-I2I": "target"}
+    with pytest.raises(EmbedrlError, match="Toy-I2i"):
+        evaluate(clip, registry, root, tmp_path / "x", reasoner=reasoner, tcot_mode="both",
+                 tcot_mode_by_set={"Toy-I2i": "target"})
+    with pytest.raises(EmbedrlError, match="needs a reasoner"):
+        evaluate(clip, registry, root, tmp_path / "y", tcot_mode_by_set={"Toy-I2I": "target"})
+
+
 class HalfBrokenReasoner:
     """Every other T-CoT broken: bad tags, or key frames for an image."""
 
@@ -366,6 +386,9 @@ def test_cli_eval_mmeb_then_report(tiny_clip_dir, toy_root, tmp_path, capsys):
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(["eval", "mmeb", "--model", str(tiny_clip_dir), "--data-root", str(root),
                      "--out", str(out), "--tcot", "query"]) == 1
+    assert cli.main(["eval", "mmeb", "--model", str(tiny_clip_dir), "--data-root", str(root),
+                     "--out", str(out), "--tcot-set", "Toy-I2I:target"]) == 1
+    assert "not NAME=MODE" in capsys.readouterr().err
 
 
 def make_uvrb(root: Path, name: str) -> None:

@@ -78,6 +78,9 @@ class AblationConfig:
     eval_data_seed: int = 1
     eval_queries: int | None = 40
     tcot_mode: str = "both"
+    tcot_mode_by_set: dict[str, str] | None = field(default=None, metadata={
+        "help": "Held-out sets scored with a T-CoT mode of their own in (b)-(e), e.g. {Synth-Grounding: target}: "
+                "its queries embedded raw, its candidates with T-CoTs. Training is unchanged. None: tcot_mode for all."})
     tcot_modalities: list[str] | None = field(default=None, metadata={
         "help": "Item modalities the reasoner writes T-CoTs for in EG-RL and evaluation (e.g. [image, video]); "
                 "items of others are embedded raw. SFT still learns from every annotation. None: all."})
@@ -88,6 +91,7 @@ class AblationConfig:
                 "3 workers ran eval/ablation_tiny.yaml's seeds 1.55x as fast as one process (eval/README.md)."})
 
     def __post_init__(self):
+        from embedrl.eval.mmeb import TCOT_MODES
         from embedrl.models.presets import REASONER_PRESETS
         from embedrl.models.reasoner import check_modalities
 
@@ -97,6 +101,9 @@ class AblationConfig:
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
         check_modalities(self.tcot_modalities)
+        bad = {k: v for k, v in (self.tcot_mode_by_set or {}).items() if v not in TCOT_MODES}
+        if self.tcot_mode not in TCOT_MODES or bad:
+            raise ValueError(f"T-CoT modes must be one of {TCOT_MODES}: tcot_mode {self.tcot_mode!r}, by set {bad}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
 
@@ -189,7 +196,8 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
                                max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
     scores, hits, usage = quick_eval_hits(load_embedder(str(embedder)), config.eval_data or config.data,
                                           config.datasets, loaded, config.tcot_mode if loaded else "none",
-                                          max_queries=config.eval_queries)
+                                          max_queries=config.eval_queries,
+                                          tcot_mode_by_set=config.tcot_mode_by_set if loaded else None)
     write_json(hits_path(out), hits)
     if usage and any(usage.values()):
         write_json(usage_path(out), usage)
@@ -335,7 +343,8 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
-              "tcot_mode": config.tcot_mode, "tcot_modalities": config.tcot_modalities, "steps": steps,
+              "tcot_mode": config.tcot_mode, "tcot_mode_by_set": config.tcot_mode_by_set,
+              "tcot_modalities": config.tcot_modalities, "steps": steps,
               "paper_ordering": ordering, "usable_tcots": usable, "same_run_as_eg_rl": reused,
               "timings_s": pipe.timings}
     if write_report:

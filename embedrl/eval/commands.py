@@ -1,7 +1,7 @@
 """`embedrl eval ...`: MMEB-V2 / UVRB / synthetic-benchmark runs and reports.
 
     embedrl eval mmeb --model M --data-root D --out O [--registry mmeb_v2|PATH] [--datasets A B]
-                      [--reasoner R --tcot none|query|both] [--batch-size 32]
+                      [--reasoner R --tcot none|query|target|both] [--tcot-set NAME=MODE ...]
     embedrl eval uvrb --model M --data-root D --out O          (registry uvrb)
     embedrl eval report O [OTHER.json ...] [--registry R] [--plot P | --no-plot] [--per-dataset]
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from embedrl.cli import add_group
 from embedrl.errors import EmbedrlError
 
+TCOT_SIDES = ("none", "query", "target", "both")  # embedrl.eval.mmeb.TCOT_MODES, without importing numpy to parse
+
 
 def register(sub) -> None:
     ev = add_group(sub, "eval", "evaluate embedders on MMEB-V2, UVRB or a registry of your own; reports")
@@ -27,9 +29,12 @@ def register(sub) -> None:
         p.add_argument("--out", required=True, help="output folder (score/pred files, results.json); reruns resume")
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
-        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot query|both)")
-        p.add_argument("--tcot", choices=("none", "query", "both"), default="none",
-                       help="T-CoT side(s): none, query only, or query and candidates")
+        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
+        p.add_argument("--tcot", choices=TCOT_SIDES, default="none",
+                       help="T-CoT side(s): none, query only, candidates only, or query and candidates")
+        p.add_argument("--tcot-set", nargs="+", default=None, metavar="NAME=MODE",
+                       help="a T-CoT mode of its own for these datasets, e.g. RefCOCO=target to embed its "
+                            "queries raw where the reasoner's query T-CoTs mislead")
         p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
@@ -75,15 +80,27 @@ def _default_plot(first: str) -> Path:
     return path / "report.png" if path.is_dir() else path.with_name(f"{path.stem}_report.png")
 
 
+def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
+    """`--tcot-set NAME=MODE ...` as {dataset: mode}."""
+    by_set = {}
+    for pair in pairs or []:
+        name, sep, mode = pair.partition("=")
+        if not sep or not name or mode not in TCOT_SIDES:
+            raise EmbedrlError(f"--tcot-set {pair!r} is not NAME=MODE with MODE one of {', '.join(TCOT_SIDES)}")
+        by_set[name] = mode
+    return by_set
+
+
 def cmd_run(args) -> int:
     from embedrl.eval.mmeb import evaluate
     from embedrl.eval.report import report
     from embedrl.models.base import load_embedder
 
+    by_set = parse_tcot_sets(args.tcot_set)
     if args.tcot != "none" and not args.reasoner:
         raise EmbedrlError(f"--tcot {args.tcot} needs --reasoner")
-    if args.reasoner and args.tcot == "none":
-        raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query or both")
+    if args.reasoner and args.tcot == "none" and set(by_set.values()) <= {"none"}:
+        raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
     embedder = load_embedder(args.model)
@@ -92,7 +109,7 @@ def cmd_run(args) -> int:
     # cache=True: target T-CoTs are shared with indexing and training
     reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
-                   reasoner=reasoner, tcot_mode=args.tcot, batch_size=args.batch_size,
+                   reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
                    metadata={"model_name": args.model})
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")

@@ -29,7 +29,7 @@ import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TCOT_MODES = ("none", "query", "both")
+TCOT_MODES = ("none", "query", "target", "both")  # the side(s) whose items get T-CoTs
 RESULTS_NAME = "results.json"
 PRED_TOP = 10  # candidates kept per query in the prediction files
 SCORE_CHUNK = 1024  # at most this many query rows scored at a time against a global pool
@@ -161,16 +161,28 @@ def rank_task(task: EvalTask, q: np.ndarray, c: np.ndarray, top: int) -> tuple[l
     return ranked, scores, tied
 
 
+def check_tcot_modes(tcot_mode: str, by_set: Mapping[str, str] | None, reasoner: Reasoner | None,
+                     set_names: Sequence[str] | None = None) -> None:
+    """Refuse an unknown mode, a mode that needs a reasoner without one, and a per-set mode for a
+    set the registry does not hold (a typo would otherwise leave the set on the default mode)."""
+    for mode in (tcot_mode, *(by_set or {}).values()):
+        if mode not in TCOT_MODES:
+            raise EmbedrlError(f"T-CoT mode {mode!r} not in {TCOT_MODES}")
+        if mode != "none" and reasoner is None:
+            raise EmbedrlError(f"T-CoT mode {mode!r} needs a reasoner")
+    unknown = sorted(set(by_set or {}) - set(set_names)) if set_names is not None else []
+    if unknown:
+        raise EmbedrlError(f"per-set T-CoT modes name {unknown}, which this registry does not hold "
+                           f"(its sets: {', '.join(set_names)})")
+
+
 def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
                   tcot_mode: str = "none", batch_size: int = 32,
                   ks: Sequence[int] = DEFAULT_KS) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
     """Encode, score and rank one task: (score dict, prediction rows, timings)."""
-    if tcot_mode not in TCOT_MODES:
-        raise EmbedrlError(f"tcot mode {tcot_mode!r} not in {TCOT_MODES}")
-    if tcot_mode != "none" and reasoner is None:
-        raise EmbedrlError(f"T-CoT mode {tcot_mode!r} needs a reasoner")
+    check_tcot_modes(tcot_mode, None, reasoner)
     t0 = time.perf_counter()
-    c_tcots = _tcots(reasoner, task.candidates, "target") if tcot_mode == "both" else None
+    c_tcots = _tcots(reasoner, task.candidates, "target") if tcot_mode in ("target", "both") else None
     c = embedder.encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
     t1 = time.perf_counter()
     q_tcots = _tcots(reasoner, task.queries, "query") if tcot_mode in ("query", "both") else None
@@ -222,21 +234,21 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
              data_root: str | os.PathLike, out: str | os.PathLike, datasets: Sequence[str] | None = None,
              reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 32,
              ks: Sequence[int] = DEFAULT_KS, metadata: dict[str, Any] | None = None,
-             crash_after: int | None = None) -> RunResult:
+             crash_after: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None) -> RunResult:
     """Evaluate `embedder` on every dataset of `registry` found under `data_root`; resumable.
 
-    `crash_after=n` raises after n datasets were computed in this call (tests use it to
-    prove that a killed run resumes without recomputing finished datasets).
+    `tcot_mode_by_set` gives some datasets a T-CoT mode of their own (e.g. queries raw where the
+    reasoner's query T-CoTs mislead: {"RefCOCO": "target"}). `crash_after=n` raises after n
+    datasets were computed in this call (tests use it to prove that a killed run resumes without
+    recomputing finished datasets).
     """
     all_specs = load_specs(registry)
     specs = load_specs(all_specs, datasets)
     root, out = Path(data_root), ensure_dir(out)
     if not root.is_dir():
         raise EmbedrlError(f"data root {root} is not a directory")
-    if tcot_mode not in TCOT_MODES:
-        raise EmbedrlError(f"tcot mode {tcot_mode!r} not in {TCOT_MODES}")
-    if tcot_mode != "none" and reasoner is None:
-        raise EmbedrlError(f"--tcot {tcot_mode} needs a reasoner")
+    by_set = dict(tcot_mode_by_set or {})
+    check_tcot_modes(tcot_mode, by_set, reasoner, [s.name for s in all_specs])
     run = RunResult(results={})
     for spec in specs:
         if score_path(out, spec).is_file():
@@ -251,7 +263,8 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
             continue
         logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
                     len(task.candidates), task.scope)
-        score, preds, timings = evaluate_task(embedder, task, reasoner, tcot_mode, batch_size, ks)
+        score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
+                                              batch_size, ks)
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
         run.computed.append(spec.name)
@@ -267,6 +280,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         "report_generated_date": _dt.datetime.now().isoformat(timespec="seconds"),
         "registry": _registry_label(registry),
         "tcot_mode": tcot_mode,
+        **({"tcot_mode_by_set": by_set} if by_set else {}),
         "main_metrics": {s.name: s.metric for s in all_specs},
         "categories": {s.name: s.category for s in all_specs},
         "missing": run.missing,
@@ -281,17 +295,19 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
 
 def quick_eval(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
                reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64,
-               max_queries: int | None = None) -> dict[str, float]:
+               max_queries: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None) -> dict[str, float]:
     """Hit@1 (in percent) per set of `data/registry.yaml`, plus their mean as "overall"; writes nothing.
 
-    `max_queries` scores only each set's first queries (local sets keep just their candidates).
+    `max_queries` scores only each set's first queries (local sets keep just their candidates);
+    `tcot_mode_by_set` as in `evaluate`.
     """
-    return quick_eval_hits(embedder, data, datasets, reasoner, tcot_mode, batch_size, max_queries)[0]
+    return quick_eval_hits(embedder, data, datasets, reasoner, tcot_mode, batch_size, max_queries,
+                           tcot_mode_by_set)[0]
 
 
 def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Sequence[str] | None = None,
                     reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 64,
-                    max_queries: int | None = None
+                    max_queries: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None
                     ) -> tuple[dict[str, float], dict[str, list[int]], dict[str, dict[str, dict[str, Any]]]]:
     """`quick_eval`'s scores; per set, each query's Hit@1 (0/1, in query order): what paired
     comparisons of two runs on the same queries need; and per set and role, how many T-CoTs were
@@ -303,10 +319,14 @@ def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Seque
     scores: dict[str, float] = {}
     hits: dict[str, list[int]] = {}
     usage: dict[str, dict[str, dict[str, Any]]] = {}
-    for spec in load_specs(registry, datasets):
+    all_specs = load_specs(registry)
+    by_set = dict(tcot_mode_by_set or {})
+    check_tcot_modes(tcot_mode, by_set, reasoner, [s.name for s in all_specs])
+    for spec in load_specs(all_specs, datasets):
         task = read_task(spec, data)
         task = task.head(max_queries) if max_queries else task
-        score, preds, _ = evaluate_task(embedder, task, reasoner, tcot_mode, batch_size, ks=(1,))
+        score, preds, _ = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode), batch_size,
+                                        ks=(1,))
         scores[spec.name] = 100 * score["hit@1"]
         hits[spec.name] = [int(query_metrics(p["prediction"], dict(zip(p["label"], p["rel_scores"])), (1,))["hit@1"])
                            for p in preds]
