@@ -47,9 +47,6 @@ def _file_sha1(path: Path, h) -> None:
             h.update(chunk)
 
 
-LOCAL_DIR_ID = "local directory"  # the cache's reasoner id for any model directory (see `Reasoner.cache_key`)
-
-
 def directory_weights_hash(path: str | os.PathLike) -> str:
     """Digest of a model directory's weights and configs (content, not names or times)."""
     path = Path(path)
@@ -127,11 +124,8 @@ class Reasoner:
 
     @property
     def cache_key(self) -> tuple[str, str, str]:
-        """(reasoner id, weights hash, prompt version): what the T-CoT cache keys on. A model
-        directory's id is LOCAL_DIR_ID, not its path: the hash of its files says which reasoner it
-        is, so a run folder moved or copied elsewhere still finds its T-CoTs."""
-        rid = LOCAL_DIR_ID if Path(self.name_or_path).is_dir() else self.name_or_path
-        return (rid, self.weights_hash, PROMPT_VERSION)
+        """(reasoner id, weights hash, prompt version): what the T-CoT cache keys on."""
+        return (self.name_or_path, self.weights_hash, PROMPT_VERSION)
 
     # -- loading and saving ------------------------------------------------------------------
 
