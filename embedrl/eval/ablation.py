@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.errors import EmbedrlError
+from embedrl.eval import TCOT_MODES
 from embedrl.io import atomic_write, read_json, write_json
 from embedrl.pipeline import Pipeline
 
@@ -91,7 +92,6 @@ class AblationConfig:
                 "3 workers ran eval/ablation_tiny.yaml's seeds 1.55x as fast as one process (eval/README.md)."})
 
     def __post_init__(self):
-        from embedrl.eval.mmeb import TCOT_MODES
         from embedrl.models.presets import REASONER_PRESETS
         from embedrl.models.reasoner import check_modalities
 

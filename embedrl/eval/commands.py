@@ -14,8 +14,7 @@ from pathlib import Path
 
 from embedrl.cli import add_group
 from embedrl.errors import EmbedrlError
-
-TCOT_SIDES = ("none", "query", "target", "both")  # embedrl.eval.mmeb.TCOT_MODES, without importing numpy to parse
+from embedrl.eval import TCOT_MODES
 
 
 def register(sub) -> None:
@@ -30,7 +29,7 @@ def register(sub) -> None:
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
         p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
-        p.add_argument("--tcot", choices=TCOT_SIDES, default="none",
+        p.add_argument("--tcot", choices=TCOT_MODES, default="none",
                        help="T-CoT side(s): none, query only, candidates only, or query and candidates")
         p.add_argument("--tcot-set", nargs="+", default=None, metavar="NAME=MODE",
                        help="a T-CoT mode of its own for these datasets, e.g. RefCOCO=target to embed its "
@@ -85,8 +84,8 @@ def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
     by_set = {}
     for pair in pairs or []:
         name, sep, mode = pair.partition("=")
-        if not sep or not name or mode not in TCOT_SIDES:
-            raise EmbedrlError(f"--tcot-set {pair!r} is not NAME=MODE with MODE one of {', '.join(TCOT_SIDES)}")
+        if not sep or not name or mode not in TCOT_MODES:
+            raise EmbedrlError(f"--tcot-set {pair!r} is not NAME=MODE with MODE one of {', '.join(TCOT_MODES)}")
         by_set[name] = mode
     return by_set
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from embedrl.data.registry import DatasetSpec, load_registry
 from embedrl.errors import EmbedrlError
+from embedrl.eval import TCOT_MODES
 from embedrl.eval.metrics import (
     DEFAULT_KS,
     main_metric_value,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TCOT_MODES = ("none", "query", "target", "both")  # the side(s) whose items get T-CoTs
 RESULTS_NAME = "results.json"
 PRED_TOP = 10  # candidates kept per query in the prediction files
 SCORE_CHUNK = 1024  # at most this many query rows scored at a time against a global pool
