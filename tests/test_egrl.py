@@ -544,6 +544,31 @@ def test_rollouts_and_candidates_follow_the_reasoners_modalities(synth_tiny_dir)
         RolloutDataset(pairs, ["document"])
 
 
+def test_a_dataset_can_keep_its_queries_raw_in_rollouts_and_scoring(synth_tiny_dir):
+    """`tcot_mode_by_set` in EG-RL matches evaluation's: a `target` dataset's queries are not rolled
+    out and are scored raw; its targets, and every other dataset's sides, keep their T-CoTs."""
+    from embedrl.items import read_pairs
+    from embedrl.train.egrl import CandidateBank, RolloutDataset, build_egrl_config
+
+    pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
+    modes = {"Synth-Grounding": "target"}
+    rows = RolloutDataset(pairs, mode_by_set=modes).hf[:]
+    rolled = {(pairs[i].dataset, r) for i, r in zip(rows["pair_index"], rows["role"])}
+    assert ("Synth-Grounding", "target") in rolled and ("Synth-Grounding", "query") not in rolled
+    assert ("Synth-VQA", "query") in rolled
+    bank = CandidateBank(None, pairs, mode_by_set=modes)
+    g = next(n for n, p in enumerate(pairs) if p.dataset == "Synth-Grounding" and p.qry_tcot and p.pos_tcot)
+    v = next(n for n, p in enumerate(pairs) if p.dataset == "Synth-VQA" and p.qry_tcot)
+    assert bank.entry(("query", g))[1] is None and bank.entry(("target", g))[1] is not None
+    assert bank.entry(("query", v))[1] is not None
+    with pytest.raises(Exception, match="Synth-Grounds"):  # a typo is refused, not ignored
+        RolloutDataset(pairs, mode_by_set={"Synth-Grounds": "target"})
+    with pytest.raises(Exception, match="left to roll out"):
+        RolloutDataset(pairs, mode_by_set={d: "none" for d in {p.dataset for p in pairs}})
+    with pytest.raises(Exception, match="tcot_mode_by_set"):
+        build_egrl_config(None, ["reasoner=r", "embedder=e", "train_data=t", "tcot_mode_by_set={Synth-T2I: queries}"])
+
+
 def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_tiny_dir, tiny_reasoner_dir, tmp_path):
     from embedrl.items import read_pairs
     from embedrl.models.prompts import modality_of

@@ -39,7 +39,7 @@ import numpy as np
 
 from embedrl.data.registry import DatasetSpec, load_registry
 from embedrl.errors import EmbedrlError
-from embedrl.eval import TCOT_MODES
+from embedrl.eval import TCOT_MODES, mode_covers
 from embedrl.eval.metrics import (
     DEFAULT_KS,
     main_metric_value,
@@ -182,10 +182,10 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     """Encode, score and rank one task: (score dict, prediction rows, timings)."""
     check_tcot_modes(tcot_mode, None, reasoner)
     t0 = time.perf_counter()
-    c_tcots = _tcots(reasoner, task.candidates, "target") if tcot_mode in ("target", "both") else None
+    c_tcots = _tcots(reasoner, task.candidates, "target") if mode_covers(tcot_mode, "target") else None
     c = embedder.encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
     t1 = time.perf_counter()
-    q_tcots = _tcots(reasoner, task.queries, "query") if tcot_mode in ("query", "both") else None
+    q_tcots = _tcots(reasoner, task.queries, "query") if mode_covers(tcot_mode, "query") else None
     q = embedder.encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
     t2 = time.perf_counter()
     top = max(max(ks), PRED_TOP)

@@ -30,6 +30,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from embedrl.errors import EmbedrlError
+from embedrl.eval import TCOT_MODES, mode_covers
 from embedrl.io import write_json
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import Embedder, load_embedder
@@ -69,6 +70,14 @@ def outcome_pool(value) -> str | int:
         raise EmbedrlError(f"outcome negatives must be `batch`, `all`, `dataset` or a positive number of pairs, "
                            f"not {value!r}")
     return number
+
+
+def writes_tcot(pair: Pair, side: str, item: Item, modalities: Sequence[str] | None = None,
+                mode_by_set: dict[str, str] | None = None) -> bool:
+    """Whether the reasoner writes a T-CoT for `item` on `side` ("query" or "target") of `pair`, as
+    evaluation will: its modality is among `modalities` and its dataset's T-CoT mode covers the side."""
+    return ((modalities is None or modality_of(item) in modalities)
+            and mode_covers((mode_by_set or {}).get(pair.dataset, "both"), side))
 
 
 @dataclass
@@ -123,6 +132,10 @@ class EGRLConfig(GRPOConfig):
     modalities: list[str] | None = field(default=None, metadata={
         "help": "Roll out only items of these modalities (text, image, video, document); items of others are "
                 "scored raw, as a reasoner with the same `modalities` leaves them (default: all)."})
+    tcot_mode_by_set: dict[str, str] | None = field(default=None, metadata={
+        "help": "Training datasets whose sides are read as evaluation's `tcot_mode_by_set` reads them, e.g. "
+                "{Synth-Grounding: target}: that dataset's queries are neither rolled out nor given T-CoTs when "
+                "scored (embedded raw), its targets are. Datasets not named: both sides (default)."})
     freeze_vision: bool = field(default=False, metadata={
         "help": "Keep the policy's vision tower as it is (train the language side only)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the policy."})
@@ -138,6 +151,9 @@ class EGRLConfig(GRPOConfig):
             raise ValueError(f"target_view must be one of {list(TARGET_VIEWS)}, not {self.target_view!r}")
         if self.candidate_tcots not in CANDIDATE_TCOTS:
             raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
+        bad = {k: v for k, v in (self.tcot_mode_by_set or {}).items() if v not in TCOT_MODES}
+        if bad:
+            raise ValueError(f"tcot_mode_by_set: modes must be one of {list(TCOT_MODES)}, not {bad}")
         try:
             self.outcome_negatives = str(outcome_pool(self.outcome_negatives))
         except EmbedrlError as err:
@@ -160,14 +176,20 @@ class RolloutDataset:
     (`with_transform`), so no pixels are copied into Arrow.
     """
 
-    def __init__(self, pairs: Sequence[Pair], modalities: Sequence[str] | None = None):
+    def __init__(self, pairs: Sequence[Pair], modalities: Sequence[str] | None = None,
+                 mode_by_set: dict[str, str] | None = None):
         from datasets import Dataset
 
         self.pairs = list(pairs)
-        rows = [(i, role) for i in range(len(self.pairs)) for role in ROLES
-                if modalities is None or modality_of(self.item(i, role)) in modalities]
+        unknown = sorted(set(mode_by_set or {}) - {p.dataset for p in self.pairs})
+        if unknown:  # a typo would otherwise leave the dataset rolled out on both sides
+            raise EmbedrlError(f"tcot_mode_by_set names {unknown}, which the training pairs do not hold "
+                               f"(their datasets: {', '.join(sorted({p.dataset for p in self.pairs}))})")
+        rows = [(i, role) for i, pair in enumerate(self.pairs) for role in ROLES
+                if writes_tcot(pair, role, self.item(i, role), modalities, mode_by_set)]
         if not rows:
-            raise EmbedrlError(f"no query or target of the training pairs is of modalities {list(modalities or [])}")
+            raise EmbedrlError(f"no query or target of the training pairs is left to roll out (modalities "
+                               f"{list(modalities or ['all'])}, T-CoT modes by dataset {mode_by_set or {}})")
         self.hf = Dataset.from_dict({"pair_index": [i for i, _ in rows], "role": [r for _, r in rows]})
         self.hf = self.hf.with_transform(self._expand)
 
@@ -186,17 +208,17 @@ class CandidateBank:
     embedded with a T-CoT from `tcots`: "annotation" (the pairs file's), "reasoner" (written once by
     `reasoner`, e.g. the starting policy: what an index built with it would hold, so rollouts are
     scored against candidates as retrieval will see them) or "none" (the raw item). Items outside
-    `modalities` stay raw, as a reasoner limited to them leaves them.
+    `modalities`, and sides their dataset's `mode_by_set` entry leaves out, stay raw, as evaluation leaves them.
     """
 
     def __init__(self, embedder: Embedder, pairs: Sequence[Pair], tcots: str = "annotation", batch_size: int = 32,
-                 modalities: Sequence[str] | None = None, reasoner=None):
+                 modalities: Sequence[str] | None = None, reasoner=None, mode_by_set: dict[str, str] | None = None):
         if tcots not in CANDIDATE_TCOTS:
             raise EmbedrlError(f"candidate T-CoTs must be one of {list(CANDIDATE_TCOTS)}, not {tcots!r}")
         if tcots == "reasoner" and reasoner is None:
             raise EmbedrlError("candidate T-CoTs from a reasoner need the reasoner")
         self.embedder, self.pairs, self.tcots, self.reasoner = embedder, pairs, tcots, reasoner
-        self.modalities = modalities
+        self.modalities, self.mode_by_set = modalities, mode_by_set
         self.batch_size = batch_size
         self.vectors: dict[tuple, torch.Tensor] = {}
         self.written: dict[tuple, TCoT | None] = {}
@@ -229,8 +251,9 @@ class CandidateBank:
                     self.written.update(zip(batch, written))
         out = []
         for key in keys:
-            item = self.item(key)
-            if self.tcots == "none" or (self.modalities is not None and modality_of(item) not in self.modalities):
+            item, side = self.item(key), "query" if key[0] == "query" else "target"  # a hard negative is a target
+            if self.tcots == "none" or not writes_tcot(self.pairs[key[1]], side, item, self.modalities,
+                                                       self.mode_by_set):
                 out.append((item, None))
             else:
                 out.append((item, self.written[key] if self.tcots == "reasoner" else self.annotation(*key)))
@@ -480,7 +503,7 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
         logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
     pairs = pairs[: config.max_train_pairs] if config.max_train_pairs else pairs
     modalities = check_modalities(config.modalities)
-    dataset = RolloutDataset(pairs, modalities)
+    dataset = RolloutDataset(pairs, modalities, config.tcot_mode_by_set)
     embedder = embedder or load_embedder(config.embedder)
     embedder.module.requires_grad_(False)
     writer = None
@@ -489,7 +512,8 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
 
         # a frozen copy of the starting policy writes the candidates' T-CoTs (once each, cached)
         writer = load_reasoner(config.reasoner, cache=config.tcot_cache, modalities=modalities)
-    bank = CandidateBank(embedder, pairs, config.candidate_tcots, modalities=modalities, reasoner=writer)
+    bank = CandidateBank(embedder, pairs, config.candidate_tcots, modalities=modalities, reasoner=writer,
+                         mode_by_set=config.tcot_mode_by_set)
     rewards = []
     for name, _ in config.active_weights():
         if name == "format":
