@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.errors import EmbedrlError
-from embedrl.eval import TCOT_MODES
+from embedrl.eval import TCOT_MODES, unknown_modes
 from embedrl.io import atomic_write, read_json, write_json
 from embedrl.pipeline import Pipeline
 
@@ -101,7 +101,7 @@ class AblationConfig:
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
         check_modalities(self.tcot_modalities)
-        bad = {k: v for k, v in (self.tcot_mode_by_set or {}).items() if v not in TCOT_MODES}
+        bad = unknown_modes(self.tcot_mode_by_set)
         if self.tcot_mode not in TCOT_MODES or bad:
             raise ValueError(f"T-CoT modes must be one of {TCOT_MODES}: tcot_mode {self.tcot_mode!r}, by set {bad}")
         if self.workers < 1:

@@ -30,7 +30,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from embedrl.errors import EmbedrlError
-from embedrl.eval import TCOT_MODES, mode_covers
+from embedrl.eval import TCOT_MODES, mode_covers, unknown_modes
 from embedrl.io import write_json
 from embedrl.items import Item, Pair, read_pairs
 from embedrl.models.base import Embedder, load_embedder
@@ -151,7 +151,7 @@ class EGRLConfig(GRPOConfig):
             raise ValueError(f"target_view must be one of {list(TARGET_VIEWS)}, not {self.target_view!r}")
         if self.candidate_tcots not in CANDIDATE_TCOTS:
             raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
-        bad = {k: v for k, v in (self.tcot_mode_by_set or {}).items() if v not in TCOT_MODES}
+        bad = unknown_modes(self.tcot_mode_by_set)
         if bad:
             raise ValueError(f"tcot_mode_by_set: modes must be one of {list(TCOT_MODES)}, not {bad}")
         try:
@@ -240,24 +240,24 @@ class CandidateBank:
         text = pair.neg_tcot(j) if role == "neg" else pair.qry_tcot if role == "query" else pair.pos_tcot
         return parse_tcot(text) if text else None
 
+    def has_tcot(self, key: tuple) -> bool:
+        """Whether the item behind `key` is embedded with a T-CoT (a hard negative is a target)."""
+        side = "query" if key[0] == "query" else "target"
+        return self.tcots != "none" and writes_tcot(self.pairs[key[1]], side, self.item(key), self.modalities,
+                                                    self.mode_by_set)
+
     def entries(self, keys: Sequence[tuple]) -> list[tuple[Item, TCoT | None]]:
         """The items behind keys and the T-CoTs they are embedded with (None: read raw)."""
-        if self.tcots == "reasoner":
-            missing = [k for k in dict.fromkeys(keys) if k not in self.written]
-            for role in ROLES:  # a hard negative is a target
+        covered = {key: self.has_tcot(key) for key in keys}
+        if self.tcots == "reasoner":  # written only for the items that will carry them
+            missing = [k for k, has in covered.items() if has and k not in self.written]
+            for role in ROLES:
                 batch = [k for k in missing if (k[0] == "query") == (role == "query")]
                 if batch:
                     written = self.reasoner.generate([self.item(k) for k in batch], role=role, show_progress=False)
                     self.written.update(zip(batch, written))
-        out = []
-        for key in keys:
-            item, side = self.item(key), "query" if key[0] == "query" else "target"  # a hard negative is a target
-            if self.tcots == "none" or not writes_tcot(self.pairs[key[1]], side, item, self.modalities,
-                                                       self.mode_by_set):
-                out.append((item, None))
-            else:
-                out.append((item, self.written[key] if self.tcots == "reasoner" else self.annotation(*key)))
-        return out
+        tcot = self.written.__getitem__ if self.tcots == "reasoner" else lambda key: self.annotation(*key)
+        return [(self.item(key), tcot(key) if covered[key] else None) for key in keys]
 
     def entry(self, key: tuple) -> tuple[Item, TCoT | None]:
         return self.entries([key])[0]
