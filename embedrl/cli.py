@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 from embedrl import __version__
 from embedrl.errors import EmbedrlError
@@ -29,10 +30,21 @@ GROUPS: list[tuple[str, str]] = [
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line (no usage dump), exit code 2."""
+    """ArgumentParser whose usage errors are one line (no usage dump), exit code 2.
+
+    `lazy_epilog`, if set, is called for the epilog only when help is shown, so a command can list
+    what its heavy modules define (a config class's fields) without importing them on every run.
+    """
+
+    lazy_epilog: Callable[[], str] | None = None
 
     def error(self, message: str):  # noqa: D102
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def format_help(self) -> str:  # noqa: D102
+        if self.lazy_epilog is not None and self.epilog is None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,3 +87,36 @@ def build_config(cls: type[T], config: str | Path | None = None, overrides: list
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise EmbedrlError(f"invalid {cls.__name__}: {e}") from e
+
+
+def own_fields(cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields `cls` and its embedrl bases declare, base first (not those it inherits from
+    TRL / transformers, whose own docs list them)."""
+    seen: dict[str, dataclasses.Field] = {}
+    all_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__.split(".")[0] == "embedrl":
+            for name in vars(klass).get("__annotations__", {}):
+                if name in all_fields:
+                    seen[name] = all_fields[name]
+    return list(seen.values())
+
+
+def describe_fields(cls: type, width: int = 88) -> str:
+    """A config class's own fields as `--help` text: name, default, help; ends naming the library config
+    whose fields are accepted too."""
+    import textwrap
+
+    lines = [f"{cls.__name__} fields (in the YAML file as key: value, or key=value after the command):"]
+    for f in own_fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} (default: {default!r})")
+        help_text = f.metadata.get("help", "")
+        if help_text:
+            lines += textwrap.wrap(help_text, width, initial_indent="      ", subsequent_indent="      ")
+    library = next((k for k in cls.__mro__[1:] if k.__module__.split(".")[0] != "embedrl"
+                    and dataclasses.is_dataclass(k)), None)
+    if library is not None:
+        lines.append(f"\nEvery {library.__module__.split('.')[0]}.{library.__name__} field can be set too "
+                     "(e.g. learning_rate, max_steps, output_dir, seed, save_steps, report_to).")
+    return "\n".join(lines)

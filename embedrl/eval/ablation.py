@@ -52,7 +52,8 @@ class AblationConfig:
     out: str = field(default="runs/ablation", metadata={"help": "Output folder (everything resumes from it)."})
     data: str = field(default="runs/synth", metadata={"help": "Synthetic benchmark folder (made if missing)."})
     data_size: str = field(default="small", metadata={"help": "Benchmark size when it has to be made."})
-    embedder_recipe: str = "train/embedder_tiny_clip.yaml"
+    embedder_recipe: str = field(default="train/embedder_tiny_clip.yaml", metadata={
+        "help": "Recipe of the one frozen embedder that scores every variant (trained once)."})
     reasoner_preset: str = field(default="tiny-reasoner", metadata={
         "help": "Preset the reasoner starts from: tiny-reasoner, or tiny-reasoner-digits (numbers written digit by "
                 "digit, as Qwen2's tokenizer does)."})
@@ -62,30 +63,39 @@ class AblationConfig:
     discriminator_recipe: str | None = field(default=None, metadata={
         "help": "Recipe teaching the process reward's discriminator (e.g. train/discriminator_tiny.yaml), run "
                 "once; none: EG-RL's own default (the SFT reasoner)."})
-    sft_recipe: str = "train/reasoner_sft_tiny.yaml"
-    eg_rl_recipe: str = "train/eg_rl_tiny.yaml"
-    embedder_overrides: list[str] = field(default_factory=list)
+    sft_recipe: str = field(default="train/reasoner_sft_tiny.yaml", metadata={"help": "T-CoT SFT recipe, run per seed."})
+    eg_rl_recipe: str = field(default="train/eg_rl_tiny.yaml", metadata={
+        "help": "EG-RL recipe, run per seed and variant from that seed's SFT reasoner."})
+    embedder_overrides: list[str] = field(default_factory=list, metadata={
+        "help": "key=value overrides of embedder_recipe (e.g. [use_tcot=true]); likewise the four below."})
     warmup_overrides: list[str] = field(default_factory=list)
     discriminator_overrides: list[str] = field(default_factory=list)
     sft_overrides: list[str] = field(default_factory=list)
-    eg_rl_overrides: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    datasets: list[str] | None = None
+    eg_rl_overrides: list[str] = field(default_factory=list, metadata={
+        "help": "Applied to every EG-RL variant, before the variant's own (e.g. no_outcome's outcome_weight=0)."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "Training seeds (SFT and EG-RL); the table reports mean +/- std over them."})
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS), metadata={
+        "help": f"Rows of the table: {', '.join(DEFAULT_VARIANTS)} (the default), or also the EG-RL variants "
+                f"{', '.join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)}."})
+    datasets: list[str] | None = field(default=None, metadata={"help": "Score only these held-out sets (None: all)."})
     eval_data: str | None = field(default=None, metadata={
         "help": "Benchmark whose held-out sets score the variants (made if missing, from eval_data_seed and "
                 "eval_data_size): a larger, independently drawn one resolves smaller differences. None: `data`'s."})
-    eval_data_size: str = "medium"
-    eval_data_seed: int = 1
-    eval_queries: int | None = 40
-    tcot_mode: str = "both"
+    eval_data_size: str = field(default="medium", metadata={"help": "Size of eval_data when it has to be made."})
+    eval_data_seed: int = field(default=1, metadata={"help": "Seed of eval_data when it has to be made."})
+    eval_queries: int | None = field(default=40, metadata={
+        "help": "Queries scored per held-out set (None: all of them); the same ones for every variant."})
+    tcot_mode: str = field(default="both", metadata={
+        "help": "Which side gets T-CoTs in (b)-(e): query, target, both or none."})
     tcot_mode_by_set: dict[str, str] | None = field(default=None, metadata={
         "help": "Held-out sets scored with a T-CoT mode of their own in (b)-(e), e.g. {Synth-Grounding: target}: "
                 "its queries embedded raw, its candidates with T-CoTs. Training is unchanged. None: tcot_mode for all."})
     tcot_modalities: list[str] | None = field(default=None, metadata={
         "help": "Item modalities the reasoner writes T-CoTs for in EG-RL and evaluation (e.g. [image, video]); "
                 "items of others are embedded raw. SFT still learns from every annotation. None: all."})
-    max_new_tokens: int = 128  # tiny-reasoner-digits writes longer T-CoTs: its config sets 160
+    max_new_tokens: int = field(default=128, metadata={  # tiny-reasoner-digits writes longer T-CoTs: its config sets 160
+        "help": "Longest T-CoT the reasoner writes in evaluation (tokens)."})
     workers: int = field(default=1, metadata={
         "help": "Seeds run at once, each in its own process with cores/workers threads (at least 1), after the "
                 "stages they share. Tiny models leave cores idle between small matrix products: on 2 cores, "

@@ -9,35 +9,36 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 
 from embedrl.cli import add_group
 
-# name -> (module, build-config function, train function, what it saves, help, description)
+# name -> (module, config class, build-config function, train function, what it saves, help, description)
 COMMANDS = {
     "embedder": (
-        "embedrl.train.embedder", "build_config", "train_embedder", "embedder",
+        "embedrl.train.embedder", "EmbedderTrainingConfig", "build_config", "train_embedder", "embedder",
         "contrastive Embedder training (InfoNCE, GradCache, hard negatives, LoRA)",
         "Train an Embedder on a pairs JSONL. Any EmbedderTrainingConfig / TrainingArguments field can be set in "
         "the YAML file or as key=value (e.g. max_steps=200 lora=true)."),
     "reasoner-warmup": (
-        "embedrl.train.reasoner_warmup", "build_config", "train_reasoner_warmup", "reasoner",
+        "embedrl.train.reasoner_warmup", "ReasonerWarmupConfig", "build_config", "train_reasoner_warmup", "reasoner",
         "perception warm-up of a from-scratch reasoner (the tiny preset): SFT on synthetic scene captions",
         "Teach a reasoner that starts from random weights to read its image tokens, before T-CoT SFT: SFT on "
         "captions of freshly rendered synthetic scenes. Real (pretrained) reasoners skip this. Any "
         "ReasonerWarmupConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
     "reasoner-sft": (
-        "embedrl.train.reasoner_sft", "build_config", "train_reasoner_sft", "reasoner",
+        "embedrl.train.reasoner_sft", "ReasonerSFTConfig", "build_config", "train_reasoner_sft", "reasoner",
         "T-CoT SFT of the Reasoner on a pairs file's annotations (TRL SFTTrainer, LoRA)",
         "Fine-tune a Reasoner to write the T-CoTs in a pairs JSONL (qry_tcot / pos_tcot, both roles; loss on "
         "the T-CoT only). Any ReasonerSFTConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
     "discriminator": (
-        "embedrl.train.discriminator", "build_config", "train_discriminator", "discriminator",
+        "embedrl.train.discriminator", "DiscriminatorSFTConfig", "build_config", "train_discriminator", "discriminator",
         "teach a model the process reward's question (which candidate T-CoT matches the query's)",
         "SFT on multiple-choice questions built from a pairs file's annotated T-CoTs, exactly as EG-RL's process "
         "reward asks them; for presets that cannot answer them out of the box (the tiny one). Any "
         "DiscriminatorSFTConfig / trl SFTConfig field can be set in the YAML file or as key=value."),
     "eg-rl": (
-        "embedrl.train.egrl", "build_egrl_config", "train_eg_rl", "reasoner",
+        "embedrl.train.egrl", "EGRLConfig", "build_egrl_config", "train_eg_rl", "reasoner",
         "EG-RL: GRPO on the Reasoner with the frozen Embedder's retrieval as reward (TRL GRPOTrainer)",
         "Embedder-guided RL: rollouts for both sides of each pair, rewarded by format, a discriminator (process) "
         "and the embedder's retrieval of the positive against other pairs' items (the batch's, or a pool: "
@@ -46,8 +47,14 @@ COMMANDS = {
 }
 
 
+def _fields_help(module: str, config_class: str) -> str:
+    from embedrl.config import describe_fields
+
+    return describe_fields(getattr(importlib.import_module(module), config_class))
+
+
 def _run(args: argparse.Namespace) -> int:
-    module, build, train, saved, *_ = COMMANDS[args.command]
+    module, _, build, train, saved, *_ = COMMANDS[args.command]
     module = importlib.import_module(module)
     overrides = list(args.overrides) + (["skip_bad=true"] if args.skip_bad else [])
     config = getattr(module, build)(args.config, overrides)
@@ -61,8 +68,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     commands = add_group(sub, "train", "train the Embedder (contrastive) and the Reasoner (SFT, EG-RL)")
-    for name, (*_, help_text, description) in COMMANDS.items():
-        p = commands.add_parser(name, help=help_text, description=description)
+    for name, (module, config_class, *_, help_text, description) in COMMANDS.items():
+        p = commands.add_parser(name, help=help_text, description=textwrap.fill(description, 88),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.lazy_epilog = lambda m=module, c=config_class: _fields_help(m, c)
         p.add_argument("--config", help="YAML recipe (see train/ for examples)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
         p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs lines instead of failing")
