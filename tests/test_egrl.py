@@ -705,3 +705,40 @@ def test_ablation_workers_must_be_positive():
 
     with pytest.raises(ValueError, match="workers must be at least 1"):
         AblationConfig(workers=0)
+
+
+def test_a_stopped_ablation_stops_its_seed_workers_and_resumes(tmp_path, synth_tiny_dir):
+    """`kill` (SIGTERM) on the ablation ends its seed workers too, so a rerun does not race orphans
+    over the same files; the rerun finishes the table from the stages already done."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs /proc to find the workers")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "embedrl", "-q", "eval", "ablation", f"out={out}", f"data={synth_tiny_dir}",
+            "variants=[raw, sft]", "seeds=[0, 1]", "workers=2", "eval_queries=4", "datasets=[Synth-CLS]",
+            "embedder_overrides=[max_steps=1, per_device_train_batch_size=4]",
+            "sft_overrides=[max_steps=30, per_device_train_batch_size=2]", "max_new_tokens=8"]
+    parent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def workers() -> list[int]:
+        path = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.is_file() else []
+
+    deadline = time.monotonic() + 300
+    while len(workers()) < 2:  # the shared stages first, then one worker per seed
+        assert parent.poll() is None and time.monotonic() < deadline, "the seed workers never started"
+        time.sleep(0.2)
+    started = workers()
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+    for pid in started:  # stopped with their parent, not left running
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (out / "ablation.json").exists()
+    rerun = subprocess.run(args, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert set(json.loads((out / "ablation.json").read_text())["scores"]["sft"]) == {"0", "1"}

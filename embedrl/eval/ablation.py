@@ -15,6 +15,7 @@ each step's paired interval; the share of T-CoTs the embedder could use) and `re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
@@ -214,6 +215,28 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
     write_json(out, scores)  # last: marks the stage done
 
 
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within the block, SIGTERM (`kill`, a job scheduler's stop) raises KeyboardInterrupt as Ctrl-C
+    does, so `finally` clauses run: the seed workers are stopped with their parent instead of going on
+    as orphans that a rerun would start a second time over the same files."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_seeds_in_workers(config: AblationConfig, seeds: list[int]) -> None:
     """Each seed's stages in a process of its own, `config.workers` at a time, logging to
     OUT/seedN/ablation.log; the stages they share must be done already. The parent then finds
@@ -312,7 +335,8 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     if "raw" in config.variants:  # the one evaluation every seed shares
         pipe.stage("evaluate raw", out / "raw.json", _evaluate, config, embedder, None, out / "raw.json")
     if config.workers > 1 and len(config.seeds) > 1:
-        _run_seeds_in_workers(config, config.seeds)
+        with sigterm_interrupts():
+            _run_seeds_in_workers(config, config.seeds)
         pipe.reload_timings()
     for seed in config.seeds:
         run = out / f"seed{seed}"
