@@ -275,6 +275,26 @@ def test_annotated_query_tcot_is_about_what_its_text_names(name):
         tcot = annotate(ex.query)
         if ex.query.about:
             assert tcot.boxes == ex.qry_ev["bbox_2d"]
-            assert tcot.rethink.startswith("The text is about")
+            assert tcot.rethink.startswith("After the change" if name == "Synth-Composed" else "The text is about")
             about_other += list(ex.query.about) != salience_order(ex.query.scene)[:len(ex.query.about)]
     assert about_other > 10  # the text's objects are often not the most salient: the annotator must read it
+
+
+def test_a_composed_query_tcot_says_what_the_change_makes():
+    """What a composed query must match is the edited picture: its teacher T-CoT names the edited
+    object as the change leaves it (the positive), not as the unchanged picture shows it (the
+    query's own image, one of its hard negatives)."""
+    from embedrl.data.synth import _examples
+    from embedrl.data.synth_tasks import annotate
+
+    task = next(t for t in TASKS if t.name == "Synth-Composed")
+    changed = 0
+    for ex in _examples(task, SEED, "train", 40, 3, {}):
+        (i,) = ex.query.about
+        tcot = annotate(ex.query)
+        after, before = ex.gold_scene.objects[i], ex.query.scene.objects[i]
+        assert tcot.answer == after.describe()
+        assert f"{after.colour} {after.shape}" in tcot.keywords
+        assert any(h.scene is ex.query.scene for h, _ in ex.hard)  # the unchanged picture is a hard negative
+        changed += after.describe() != before.describe()
+    assert changed > 20  # colour, shape and size edits change the words (position edits move the box)

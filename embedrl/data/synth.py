@@ -52,8 +52,10 @@ from embedrl.tcot import TCoT, render_tcot
 logger = logging.getLogger(__name__)
 
 GENERATOR = "embedrl.data.synth"
-VERSION = 3  # 2: hard negatives carry generic-annotator T-CoTs (neg_tcot); 3: an image + text query's
-# T-CoT is about the objects its text names, not the picture's most salient ones
+VERSION = 4  # 2: hard negatives carry generic-annotator T-CoTs (neg_tcot); 3: an image + text query's
+# T-CoT is about the objects its text names, not the picture's most salient ones; 4: a composed query's
+# T-CoT describes the edited object as the change leaves it (before: as the unchanged picture, a hard
+# negative, shows it)
 PLACEHOLDER = "<|image_1|>"
 TRAIN_NEGS = 2  # hard negatives per training pair
 EVAL_HARD = 3  # one-detail hard negatives per eval query (VQA / CLS: every other answer)

@@ -46,6 +46,9 @@ class Side:
     crop: tuple[int, int, int, int] | None = None  # px window of `scene` (grounding candidates)
     focus: int | None = None  # the object a crop is centred on
     about: tuple[int, ...] = ()  # the objects of `scene` that `text` names (image + text queries)
+    # composed queries: the scene the edit asks for, where `about` is described as it is after the change
+    # (what the target must show), boxed where it is in `scene`
+    edited: Scene | None = None
 
     @property
     def key(self) -> tuple:
@@ -273,7 +276,7 @@ def build_composed(ctx: Ctx) -> Example:
     rng.shuffle(hard)
     qry_ev = evidence(list(words.values()), [object_box(s, i)])
     pos_ev = evidence([str(new)], [object_box(gold, i)])
-    return Example(Side(text=text, scene=s, about=(i,)), Side(scene=gold), hard, qry_ev, pos_ev, gold)
+    return Example(Side(text=text, scene=s, about=(i,), edited=gold), Side(scene=gold), hard, qry_ev, pos_ev, gold)
 
 
 def build_cls(ctx: Ctx) -> Example:
@@ -342,11 +345,13 @@ def annotate(side: Side) -> TCoT:
         return TCoT(keywords=[f"{o.colour} {o.shape}"], boxes=[object_box(s, side.focus, side.crop)],
                     rethink=f"The crop shows {T.canonical(o)}.", answer=T.canonical(o, with_article=False))
     top = list(side.about) or salience_order(s)[:2]
-    phrases = " and ".join(_object_phrase(s, i) for i in top)
-    return TCoT(keywords=keywords[:6] + [f"{s.objects[i].colour} {s.objects[i].shape}" for i in top],
-                boxes=[object_box(s, i) for i in top],
-                rethink=f"The text is about {phrases}." if side.about else f"The most prominent objects are {phrases}.",
-                answer="; ".join(s.objects[i].describe() for i in top))
+    described = side.edited or s  # an edit's T-CoT says what the change makes, not what it replaces
+    phrases = " and ".join(_object_phrase(described, i) for i in top)
+    rethink = (f"After the change the picture shows {phrases}." if side.edited else
+               f"The text is about {phrases}." if side.about else f"The most prominent objects are {phrases}.")
+    return TCoT(keywords=keywords[:6] + [f"{described.objects[i].colour} {described.objects[i].shape}" for i in top],
+                boxes=[object_box(s, i) for i in top], rethink=rethink,
+                answer="; ".join(described.objects[i].describe() for i in top))
 
 
 # ------------------------------------------------------------------ task table
