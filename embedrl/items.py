@@ -203,7 +203,8 @@ def pair_from_row(row: dict[str, Any], root: str | os.PathLike | None = None) ->
                 qry_tcot=row.get("qry_tcot"), pos_tcot=row.get("pos_tcot"), neg_tcots=neg_tcots)
 
 
-def _check_media(item: Item) -> None:
+def check_item_media(item: Item) -> None:
+    """Open every image or frame `item` has: a missing or corrupt one raises, naming it."""
     for media in ([item.image] if item.image is not None else []) + list(item.frames or []):
         load_image(media)
 
@@ -223,7 +224,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike | None = None, s
             pair = pair_from_row(row, root)
             if check_media:
                 for item in (pair.query, pair.pos, *pair.negs):
-                    _check_media(item)
+                    check_item_media(item)
         except EmbedrlError as e:
             message = f"{path}:{lineno}: {e}"
             if not skip_bad:

@@ -284,3 +284,33 @@ def test_freeze_vision_trains_the_language_side_only(bench, tiny_reasoner_dir, t
     vision = [k for k in before if ".visual." in f".{k}"]
     assert vision and all(torch.equal(before[k], after[k]) for k in vision)
     assert any(not torch.equal(before[k], after[k]) for k in before if k not in vision)
+
+
+def test_sft_keeps_the_checkpoint_whose_probe_t_cots_are_most_often_usable(bench, tiny_reasoner_dir, tmp_path):
+    """`probe_data`: every saved checkpoint writes T-CoTs for the probe items; the saved reasoner is the
+    checkpoint with the largest usable share (rotation keeps it), also across a resume."""
+    from embedrl.errors import EmbedrlError
+    from embedrl.train.reasoner_sft import PROBE_FILE, build_config
+
+    out = tmp_path / "sft"
+    args = ("save_strategy=steps", "save_steps=2", "save_total_limit=2", "max_train_pairs=16",
+            "per_device_train_batch_size=4", "learning_rate=5e-3", f"probe_data={bench / 'train' / 'pairs.jsonl'}",
+            f"probe_data_root={bench}", "probe_items=6", "probe_max_new_tokens=16")
+    _sft(bench, tiny_reasoner_dir, out, "max_steps=4", *args)
+    probe = json.loads((out / PROBE_FILE).read_text())
+    assert [r["step"] for r in probe["checkpoints"]] == [2, 4] and probe["items"] == 6
+    assert all(0 <= r["usable"] <= 1 for r in probe["checkpoints"])
+    # as if step 2 had written the most usable T-CoTs: the resumed run must keep and save it
+    probe["checkpoints"][0]["usable"] = 1.5
+    (out / PROBE_FILE).write_text(json.dumps(probe))
+    _sft(bench, tiny_reasoner_dir, out, "max_steps=8", *args, "--resume")
+    probe = json.loads((out / PROBE_FILE).read_text())
+    assert [r["step"] for r in probe["checkpoints"]] == [2, 4, 6, 8] and probe["chosen"]["step"] == 2
+    # rotation (2 kept) keeps the best and the last, not the ones between
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-8"]
+    saved = load_reasoner(out, device="cpu").model.state_dict()
+    chosen = load_reasoner(out / "checkpoint-2", device="cpu").model.state_dict()
+    assert all(torch.equal(saved[k], chosen[k]) for k in saved)
+    with pytest.raises(EmbedrlError, match="save_strategy"):
+        build_config(RECIPE, [f"model={tiny_reasoner_dir}", "train_data=x.jsonl", "probe_data=x.jsonl",
+                                  "save_strategy=no"])

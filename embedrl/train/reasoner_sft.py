@@ -23,20 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from embedrl.config import build_config as _build_config
 from embedrl.errors import EmbedrlError
-from embedrl.items import Item, Pair, read_pairs
+from embedrl.io import read_json, write_json
+from embedrl.items import Item, Pair, check_item_media, read_pairs
 from embedrl.models.base import LORA_TARGETS
 from embedrl.models.hf import freeze_vision_tower
 from embedrl.models.prompts import ROLES, build_messages, modality_of
 from embedrl.models.reasoner import check_modalities
-from embedrl.tcot import check_evidence, parse_tcot
+from embedrl.tcot import check_evidence, parse_tcot, tcot_usage
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 
 logger = logging.getLogger(__name__)
 
+PROBE_FILE = "probe.json"
 
 
 def set_bf16_default(config: SFTConfig) -> None:
@@ -74,6 +77,20 @@ class ReasonerSFTConfig(SFTConfig):
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines instead of failing."})
     check_media: bool = field(default=True, metadata={"help": "Open every image before training starts."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+    probe_data: str | None = field(default=None, metadata={
+        "help": "Pairs JSONL whose items probe each saved checkpoint (every save_steps, and the last step): greedy "
+                "T-CoTs for its queries and positives, counted usable or broken. The run keeps the checkpoint whose "
+                "T-CoTs are most often usable instead of the last (probe.json says which). A tiny reasoner's share "
+                "swings between neighbouring checkpoints (44% and 88% 100 steps apart), and an embedder reads a "
+                "broken T-CoT as raw input. Items unseen in training (another draw) make it a validation set. "
+                "None: keep the last."})
+    probe_data_root: str | None = field(default=None, metadata={
+        "help": "Folder probe_data's media paths are relative to (default: the file's folder)."})
+    probe_items: int = field(default=64, metadata={
+        "help": "Probe items per checkpoint (the first ones, queries and positives alternating)."})
+    probe_modalities: list[str] | None = field(default=None, metadata={
+        "help": "Probe only items of these modalities (those the reasoner will write T-CoTs for; default: all)."})
+    probe_max_new_tokens: int = field(default=128, metadata={"help": "Longest probe T-CoT (tokens), as evaluation's."})
 
     def __post_init__(self):
         set_bf16_default(self)
@@ -81,6 +98,8 @@ class ReasonerSFTConfig(SFTConfig):
         if bad or not self.roles:
             raise ValueError(f"roles must be a non-empty subset of {list(ROLES)}, not {self.roles}")
         super().__post_init__()
+        if self.probe_data and str(getattr(self.save_strategy, "value", self.save_strategy)) != "steps":
+            raise ValueError("probe_data probes saved checkpoints: set save_strategy: steps (and save_steps)")
 
 
 def build_config(config: str | Path | None = None, overrides: list[str] | None = None) -> ReasonerSFTConfig:
@@ -148,6 +167,75 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
     return run_sft(config, examples, resume)
 
 
+def probe_items(config: ReasonerSFTConfig) -> list[tuple[Item, str]]:
+    """(item, role) from `probe_data`: each pair's query and positive in turn, `probe_items` of them."""
+    pairs, _ = read_pairs(config.probe_data, root=config.probe_data_root, skip_bad=config.skip_bad,
+                          check_media=False)
+    wanted = check_modalities(config.probe_modalities)
+    items = [(item, role) for pair in pairs for item, role in ((pair.query, "query"), (pair.pos, "target"))
+             if wanted is None or modality_of(item) in wanted][:config.probe_items]
+    if not items:
+        raise EmbedrlError(f"probe_data {config.probe_data}: no item of modalities {wanted} to probe with")
+    for item, _ in items:  # before training, not at the first save
+        check_item_media(item)
+    return items
+
+
+class UsableShareProbe(TrainerCallback):
+    """After each checkpoint save, the share of greedy T-CoTs an embedder could use on fixed probe items;
+    the best checkpoint so far becomes the Trainer's `best_model_checkpoint` (so rotation keeps it).
+
+    Each item is asked in the role its pair gives it. Results go to OUTPUT_DIR/probe.json, written
+    after every probe, and a resumed run reads back what it had measured."""
+
+    def __init__(self, items: list[tuple[Item, str]], processor, output_dir: str | Path,
+                 resumed_from: str | None = None, max_new_tokens: int = 128):
+        self.items, self.processor, self.max_new_tokens = items, processor, max_new_tokens
+        self.path = Path(output_dir) / PROBE_FILE
+        self.results: list[dict[str, Any]] = []
+        if resumed_from and self.path.is_file():  # what the interrupted run measured up to its checkpoint
+            step = int(Path(resumed_from).name.rsplit("-", 1)[1])
+            self.results = [r for r in read_json(self.path)["checkpoints"] if r["step"] <= step]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        best = self.best()
+        if best:  # a resumed run: rotation must keep the best checkpoint measured before
+            state.best_model_checkpoint, state.best_metric = best["checkpoint"], best["usable"]
+
+    def share(self, model) -> float:
+        from embedrl.models.reasoner import Reasoner
+
+        was_training = model.training
+        reasoner = Reasoner(model, self.processor, device=next(model.parameters()).device,
+                            max_new_tokens=self.max_new_tokens)
+        usable = 0
+        for role in ROLES:
+            items = [item for item, r in self.items if r == role]
+            if items:
+                usable += tcot_usage(items, reasoner.generate(items, role, use_tcot_cache=False,
+                                                              show_progress=False))["usable"]
+        model.train(was_training)
+        return usable / len(self.items)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        checkpoint = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        share = self.share(model)
+        self.results = [r for r in self.results if r["step"] < state.global_step]
+        self.results.append({"step": state.global_step, "checkpoint": checkpoint, "usable": share})
+        best = self.best()
+        state.best_model_checkpoint, state.best_metric = best["checkpoint"], best["usable"]
+        logger.info("probe at step %d: %.1f%% of %d T-CoTs usable (best: step %d, %.1f%%)", state.global_step,
+                    100 * share, len(self.items), best["step"], 100 * best["usable"])
+        write_json(self.path, {"items": len(self.items), "checkpoints": self.results, "chosen": best})
+
+    def best(self) -> dict[str, Any] | None:
+        """The most usable checkpoint still on disk; of equals, the later one."""
+        kept = [r for r in self.results if Path(r["checkpoint"]).is_dir()]
+        return max(reversed(kept), key=lambda r: r["usable"]) if kept else None
+
+
 class ReasonerSFTTrainer(ResumesFullWeights, SFTTrainer):
     """TRL's SFTTrainer whose resume restores the reasoner's weights (`ResumesFullWeights`)."""
 
@@ -170,13 +258,23 @@ def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Pa
     if getattr(config, "freeze_vision", False):
         freeze_vision_tower(model, what=f"reasoner {config.model}")
     model.train()
+    checkpoint = resume_checkpoint(config.output_dir, resume)
+    probe = None
+    if getattr(config, "probe_data", None):
+        probe = UsableShareProbe(probe_items(config), reasoner.processor, config.output_dir, checkpoint,
+                                 config.probe_max_new_tokens)
     trainer = ReasonerSFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
-                                 processing_class=reasoner.processor)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
+                                 processing_class=reasoner.processor, callbacks=[probe] if probe else None)
+    trainer.train(resume_from_checkpoint=checkpoint)
     out = Path(config.output_dir)
     trainer.save_state()  # trainer_state.json: the logged losses, for plots and checks
     if trainer.is_world_process_zero():
         reasoner.model = trainer.accelerator.unwrap_model(trainer.model)
+        chosen = probe.best() if probe is not None else None
+        if chosen and chosen["step"] != trainer.state.global_step:
+            logger.info("keeping checkpoint %s (%.1f%% of probe T-CoTs usable) instead of the last step's",
+                        chosen["checkpoint"], 100 * chosen["usable"])
+            trainer._load_from_checkpoint(chosen["checkpoint"], reasoner.model)
         reasoner.save_pretrained(out, merge_lora=getattr(config, "merge_lora", False))
     trainer.accelerator.wait_for_everyone()
     return out
