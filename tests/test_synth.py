@@ -298,3 +298,24 @@ def test_a_composed_query_tcot_says_what_the_change_makes():
         assert any(h.scene is ex.query.scene for h, _ in ex.hard)  # the unchanged picture is a hard negative
         changed += after.describe() != before.describe()
     assert changed > 20  # colour, shape and size edits change the words (position edits move the box)
+
+
+def test_composed_edits_match_the_held_out_queries_and_the_reading_script_runs(synth_tiny_dir, tiny_reasoner_dir):
+    """Every held-out composed query has its edit rebuilt (before / after words), and
+    eval/composed_reading.py reads a reasoner's T-CoTs for them."""
+    import runpy
+
+    from embedrl.data.synth import composed_edits, media_key
+    from embedrl.eval.mmeb import load_specs
+    from embedrl.eval.readers import read_task
+
+    spec = {s.name: s for s in load_specs(synth_tiny_dir / "registry.yaml")}["Synth-Composed"]
+    queries = read_task(spec, synth_tiny_dir).queries
+    edits = composed_edits(seed=0, size="tiny")
+    pairs = [edits[media_key(q.text, q.image, q.frames)] for q in queries]
+    assert len(pairs) == len(queries) and any(before != after for before, after in pairs)
+    script = Path(__file__).resolve().parents[1] / "eval" / "composed_reading.py"
+    rows = runpy.run_path(str(script))["main"](["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir)])
+    (row,) = rows.values()
+    assert set(row) == {"usable", "names the result", "names the unchanged object"}
+    assert all(0 <= v <= 100 for v in row.values())

@@ -234,12 +234,33 @@ def annotator_tcots(seed: int = 0, size: str = "small") -> dict[tuple[str, str, 
 
     What T-CoT SFT imitates, so scoring with these bounds what an SFT reasoner can give an
     embedder (eval/oracle_ceiling.py). Rebuilt from the generator, nothing is read from disk."""
-    media, out, eval_scenes = _Media(), {}, {}
+    out = {}
+    for ex, media in _eval_examples(seed, size):
+        for side in [ex.query, ex.gold, *(s for s, _ in ex.hard), *ex.others]:
+            out[media_key(side.text, media.image(side), media.frames(side))] = annotate(side)
+    return out
+
+
+def composed_edits(seed: int = 0, size: str = "small") -> dict[tuple[str, str, str], tuple[str, str]]:
+    """Each held-out composed query's edited object as "colour shape", before and after the change,
+    by the query's `media_key`; rebuilt from the generator (eval/composed_reading.py)."""
+    out = {}
+    for ex, media in _eval_examples(seed, size):
+        if ex.query.edited is not None:
+            (i,) = ex.query.about
+            before, after = ex.query.scene.objects[i], ex.query.edited.objects[i]
+            key = media_key(ex.query.text, media.image(ex.query), media.frames(ex.query))
+            out[key] = (f"{before.colour} {before.shape}", f"{after.colour} {after.shape}")
+    return out
+
+
+def _eval_examples(seed: int, size: str):
+    """(example, media) for every held-out query of a benchmark, in the generator's order (its
+    scenes are drawn in sequence across tasks, so no task can be rebuilt alone)."""
+    media, eval_scenes = _Media(), {}
     for task in TASKS:
         for ex in _examples(task, seed, "eval", SIZES[size].eval_queries, EVAL_HARD, eval_scenes):
-            for side in [ex.query, ex.gold, *(s for s, _ in ex.hard), *ex.others]:
-                out[media_key(side.text, media.image(side), media.frames(side))] = annotate(side)
-    return out
+            yield ex, media
 
 
 def _corpus(items: list[Item]) -> list[dict]:

@@ -1,0 +1,64 @@
+"""Does a reasoner apply a composed query's edit? What its query T-CoTs name on the Composed set.
+
+A held-out composed query is a picture and an edit ("replace the rhombus at the bottom with a box
+of the same colour"); what it must match is the picture after the change. For each query whose
+edit changes a colour or a shape, the reasoner's greedy query T-CoT (keywords and answer) is read
+for the edited object as the change leaves it ("yellow square") and as the query's own picture
+shows it ("yellow diamond": the unchanged picture is one of the query's hard negatives). A T-CoT
+that names the latter, once usable, steers the embedder toward that negative.
+
+    python eval/composed_reading.py --data runs/synth_heldout --reasoner runs/ablation_warm/seed0/sft \\
+        --reasoner runs/ablation_warm/seed0/eg_rl
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from embedrl.data.synth import composed_edits, media_key, read_meta
+from embedrl.errors import EmbedrlError
+from embedrl.eval.mmeb import load_specs
+from embedrl.eval.readers import read_task
+from embedrl.models.reasoner import load_reasoner
+from embedrl.tcot import usable_tcot
+
+
+def read_edits(reasoner, queries, edits) -> dict[str, float]:
+    """Shares (%) of the queries whose T-CoT is usable, names the edited result, names the unchanged object."""
+    tcots = reasoner.generate(queries, role="query", use_tcot_cache=False)
+    counts = {"usable": 0, "names the result": 0, "names the unchanged object": 0}
+    for query, tcot in zip(queries, tcots, strict=True):
+        before, after = edits[media_key(query.text, query.image, query.frames)]
+        words = " ".join([*tcot.keywords, tcot.answer]) if tcot is not None else ""
+        counts["usable"] += usable_tcot(tcot, query) is not None
+        counts["names the result"] += after in words
+        counts["names the unchanged object"] += before in words
+    return {k: 100 * v / len(queries) for k, v in counts.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="synthetic benchmark directory")
+    p.add_argument("--reasoner", action="append", required=True, help="reasoner directory (repeat to compare)")
+    p.add_argument("--queries", type=int, default=200, help="composed queries to read before keeping those "
+                                                             "whose edit changes colour or shape (default 200)")
+    args = p.parse_args(argv)
+    meta = read_meta(Path(args.data))
+    if meta is None:
+        raise EmbedrlError(f"{args.data} is not a synthetic benchmark (no meta.json); make one with `embedrl data synth`")
+    spec = {s.name: s for s in load_specs(Path(args.data) / "registry.yaml")}["Synth-Composed"]
+    edits = composed_edits(seed=meta["seed"], size=meta["size"])
+    queries = [q for q in read_task(spec, Path(args.data)).queries[:args.queries]
+               if len(set(edits[media_key(q.text, q.image, q.frames)])) == 2]
+    print(f"{len(queries)} composed queries whose edit changes a colour or shape\n")
+    print("| reasoner | usable | names the result | names the unchanged object |\n|---|---|---|---|")
+    rows = {}
+    for path in args.reasoner:
+        rows[path] = read_edits(load_reasoner(path, device="cpu"), queries, edits)
+        print(f"| {path} | " + " | ".join(f"{v:.1f}%" for v in rows[path].values()) + " |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
