@@ -47,6 +47,22 @@ class Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def lists_config_fields(parser: Parser, module: str, config_class: str) -> None:
+    """A config-driven command's `--help` ends with its config class's own fields (`module.config_class`,
+    imported only when help is shown); its description keeps the layout help gives it here."""
+    import textwrap
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(parser.description or "", 88)
+
+    def fields() -> str:
+        from embedrl.config import describe_fields
+
+        return describe_fields(getattr(importlib.import_module(module), config_class))
+
+    parser.lazy_epilog = fields
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="embedrl",

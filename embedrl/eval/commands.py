@@ -10,11 +10,9 @@ The library does the work (embedrl/eval/mmeb.py, report.py); this module only pa
 
 from __future__ import annotations
 
-import argparse
-import textwrap
 from pathlib import Path
 
-from embedrl.cli import add_group
+from embedrl.cli import add_group, lists_config_fields
 from embedrl.errors import EmbedrlError
 from embedrl.eval import TCOT_MODES
 
@@ -58,11 +56,9 @@ def register(sub) -> None:
                         description="The Embed-RL ablation on the synthetic benchmark: per seed, SFT the tiny "
                                     "reasoner, run EG-RL from it (all rewards / without process / without outcome), "
                                     "score each variant with one frozen embedder. Writes ablation.json, ablation.md "
-                                    "and reward_curves.png under `out`; every stage resumes.",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    abl.description = textwrap.fill(abl.description, 88)
+                                    "and reward_curves.png under `out`; every stage resumes.")
+    lists_config_fields(abl, "embedrl.eval.ablation", "AblationConfig")
     abl.add_argument("--config", help="YAML with AblationConfig fields (see eval/ablation_tiny.yaml)")
-    abl.lazy_epilog = _ablation_fields
     abl.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. seeds=[0])")
     abl.set_defaults(func=cmd_ablation)
 
@@ -159,13 +155,6 @@ def cmd_quick(args) -> int:
     if args.json:
         write_json(args.json, scores)
     return 0
-
-
-def _ablation_fields() -> str:
-    from embedrl.config import describe_fields
-    from embedrl.eval.ablation import AblationConfig
-
-    return describe_fields(AblationConfig)
 
 
 def cmd_ablation(args) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import textwrap
 
-from embedrl.cli import add_group
+from embedrl.cli import add_group, lists_config_fields
 
 # name -> (module, config class, build-config function, train function, what it saves, help, description)
 COMMANDS = {
@@ -47,12 +46,6 @@ COMMANDS = {
 }
 
 
-def _fields_help(module: str, config_class: str) -> str:
-    from embedrl.config import describe_fields
-
-    return describe_fields(getattr(importlib.import_module(module), config_class))
-
-
 def _run(args: argparse.Namespace) -> int:
     module, _, build, train, saved, *_ = COMMANDS[args.command]
     module = importlib.import_module(module)
@@ -69,9 +62,8 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     commands = add_group(sub, "train", "train the Embedder (contrastive) and the Reasoner (SFT, EG-RL)")
     for name, (module, config_class, *_, help_text, description) in COMMANDS.items():
-        p = commands.add_parser(name, help=help_text, description=textwrap.fill(description, 88),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.lazy_epilog = lambda m=module, c=config_class: _fields_help(m, c)
+        p = commands.add_parser(name, help=help_text, description=description)
+        lists_config_fields(p, module, config_class)
         p.add_argument("--config", help="YAML recipe (see train/ for examples)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
         p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad pairs lines instead of failing")
