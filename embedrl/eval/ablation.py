@@ -216,23 +216,21 @@ def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out
 
 
 @contextlib.contextmanager
-def sigterm_interrupts():
-    """Within the block, SIGTERM (`kill`, a job scheduler's stop) raises KeyboardInterrupt as Ctrl-C
-    does, so `finally` clauses run: the seed workers are stopped with their parent instead of going on
-    as orphans that a rerun would start a second time over the same files."""
+def sigterm_requests_stop():
+    """Within the block, SIGTERM (`kill`, a job scheduler's stop) sets the yielded event instead of
+    ending the process, so the loop that polls it stops the seed workers with their parent rather than
+    leaving orphans that a rerun would start a second time over the same files. A flag, not an exception
+    raised from the handler: one raised while `Popen` forks would lose the new worker's handle."""
     import signal
     import threading
 
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -258,8 +256,10 @@ def _run_seeds_in_workers(config: AblationConfig, seeds: list[int]) -> None:
                 out / "seed*/ablation.log")
     waiting, running, failed = list(seeds), {}, []
     try:
-        with tqdm(total=len(seeds), desc="seeds", unit="seed") as bar:
+        with sigterm_requests_stop() as stop, tqdm(total=len(seeds), desc="seeds", unit="seed") as bar:
             while waiting or running:
+                if stop.is_set():
+                    raise KeyboardInterrupt("SIGTERM")
                 while waiting and len(running) < config.workers:
                     seed = waiting.pop(0)
                     log = out / f"seed{seed}" / "ablation.log"
@@ -335,8 +335,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     if "raw" in config.variants:  # the one evaluation every seed shares
         pipe.stage("evaluate raw", out / "raw.json", _evaluate, config, embedder, None, out / "raw.json")
     if config.workers > 1 and len(config.seeds) > 1:
-        with sigterm_interrupts():
-            _run_seeds_in_workers(config, config.seeds)
+        _run_seeds_in_workers(config, config.seeds)
         pipe.reload_timings()
     for seed in config.seeds:
         run = out / f"seed{seed}"
