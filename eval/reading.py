@@ -1,4 +1,5 @@
-"""Does a reasoner read its text? The referring expressions of a synthetic benchmark's Grounding set.
+"""Does a reasoner read its text? The referring expressions of a synthetic benchmark's Grounding set,
+and the edits of its Composed set.
 
 Each held-out Grounding query is a picture and a phrase naming one of its objects in synonyms
 ("the lemon hexagon at the centre"). Asked with the warm-up's refer prompt, a reasoner that reads
@@ -17,21 +18,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from embedrl.data.synth import annotator_tcots, media_key, read_meta
+from embedrl.data.synth import annotator_tcots, composed_edits, media_key, read_meta
 from embedrl.errors import EmbedrlError
 from embedrl.eval.mmeb import load_specs
 from embedrl.eval.readers import read_task
 from embedrl.models.reasoner import load_reasoner
-from embedrl.train.reasoner_warmup import CAPTION_PROMPT, REFER_PROMPT, warmup_messages
+from embedrl.train.reasoner_warmup import CAPTION_PROMPT, EDIT_PROMPT, REFER_PROMPT, warmup_messages
 
 
 def first_object(reasoner, queries, prompt: str | None, batch_size: int = 16) -> list[str]:
-    """The first object each greedy answer names (refer prompt with the query's phrase, or the caption prompt)."""
+    """The first object each greedy answer names (a prompt filled with the query's text, or the caption prompt)."""
     tok, out = reasoner.processor.tokenizer, []
     for s in tqdm(range(0, len(queries), batch_size), desc="generating", unit="batch", disable=None):
         batch = queries[s:s + batch_size]
         texts = [reasoner.processor.apply_chat_template(
-            warmup_messages(prompt.format(expr=q.text) if prompt else CAPTION_PROMPT),
+            warmup_messages(prompt.format(expr=q.text, edit=q.text) if prompt else CAPTION_PROMPT),
             tokenize=False, add_generation_prompt=True) for q in batch]
         enc = reasoner.processor(text=texts, images=[q.load_image() for q in batch], padding=True,
                                  padding_side="left", return_tensors="pt")
@@ -41,7 +42,7 @@ def first_object(reasoner, queries, prompt: str | None, batch_size: int = 16) ->
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="synthetic benchmark directory (version 3 or later)")
     p.add_argument("--reasoner", action="append", required=True, help="reasoner directory (repeat to compare)")
@@ -51,18 +52,29 @@ def main(argv: list[str] | None = None) -> int:
     if meta.get("version", 0) < 3:
         raise EmbedrlError(f"{args.data} is not a synthetic benchmark of version 3 or later: its annotator does not name the "
                            "referred object; regenerate it with `embedrl data synth --overwrite`")
-    spec = {s.name: s for s in load_specs(Path(args.data) / "registry.yaml")}["Synth-Grounding"]
-    queries = read_task(spec, Path(args.data)).queries[:args.queries]
+    specs = {s.name: s for s in load_specs(Path(args.data) / "registry.yaml")}
+    queries = read_task(specs["Synth-Grounding"], Path(args.data)).queries[:args.queries]
     ann = annotator_tcots(seed=meta["seed"], size=meta["size"])
     gold = [ann[media_key(q.text, q.image, q.frames)].keywords[-1] for q in queries]  # "yellow hexagon"
-    print("| reasoner | names the referred object (refer prompt) | its caption's first object is it |\n|---|---|---|")
+    edits = composed_edits(seed=meta["seed"], size=meta["size"])
+    composed = [q for q in read_task(specs["Synth-Composed"], Path(args.data)).queries[:args.queries]
+                if len(set(edits[media_key(q.text, q.image, q.frames)])) == 2]  # colour or shape changed
+    before, after = zip(*(edits[media_key(q.text, q.image, q.frames)] for q in composed))
+    print(f"{len(queries)} Grounding queries, {len(composed)} Composed queries whose edit changes a colour or shape\n")
+    print("| reasoner | names the referred object (refer prompt) | its caption's first object is it "
+          "| names the edit's result (edit prompt) | names the unchanged object |\n|---|---|---|---|---|")
+    rows = {}
     for path in args.reasoner:
         reasoner = load_reasoner(path, device="cpu")
         shares = [100 * sum(g in a for g, a in zip(gold, first_object(reasoner, queries, prompt))) / len(queries)
                   for prompt in (REFER_PROMPT, None)]
-        print(f"| {path} | {shares[0]:.1f}% | {shares[1]:.1f}% |", flush=True)
-    return 0
+        answers = first_object(reasoner, composed, EDIT_PROMPT)
+        shares += [100 * sum(g in a for g, a in zip(words, answers)) / len(composed) for words in (after, before)]
+        print(f"| {path} | " + " | ".join(f"{v:.1f}%" for v in shares) + " |", flush=True)
+        rows[path] = dict(zip(("names the referred object", "caption's first object", "names the edit's result",
+                               "names the unchanged object"), shares, strict=True))
+    return rows
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -259,6 +259,24 @@ def test_warmup_refer_examples_name_the_one_object_their_phrase_picks_out(tmp_pa
         ReasonerWarmupConfig(model="m", output_dir=str(tmp_path / "o"), tasks=["captions"], use_cpu=True)
 
 
+def test_warmup_edit_examples_describe_the_object_as_the_change_leaves_it(tmp_path):
+    """`tasks: [..., edit]`: a requested change of one object -> that object after the change, so the
+    reasoner learns what a composed query's T-CoT must say (what the edit makes, not what it replaces)."""
+    from embedrl.train.reasoner_warmup import edit_rows, object_words, render_scenes, sample_scenes, warmup_examples
+
+    rows = render_scenes(tmp_path / "scenes", 40, seed=2)
+    edits = edit_rows(rows, seed=2)
+    assert [r["image"] for r in edits] == [r["image"] for r in rows]
+    for r, scene in zip(edits, sample_scenes(40, seed=2)):
+        before = [object_words(scene, i) for i in range(len(scene.objects))]
+        assert r["answer"] not in before, r  # the changed object, not any object of the picture as it is
+        changed = [b for b in before if len(set(b.split()) ^ set(r["answer"].split())) <= 4]
+        assert changed, r  # one object of the picture with one detail changed
+        assert r["prompt"].startswith("The request: ")
+    tasks = warmup_examples(rows, ["caption", "edit"], seed=2)
+    assert len(tasks) == 80 and tasks[40]["completion"][0]["content"][0]["text"] == edits[0]["answer"]
+
+
 def test_warmup_trains_on_scene_captions_and_sft_starts_from_it(bench, tiny_reasoner_dir, items, tmp_path):
     argv = ["-q", "train", "reasoner-warmup", "--config", str(WARMUP_RECIPE), f"model={tiny_reasoner_dir}",
             f"output_dir={tmp_path / 'warm'}", "scenes=16", "max_steps=3", "per_device_train_batch_size=4",

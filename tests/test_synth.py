@@ -319,3 +319,16 @@ def test_composed_edits_match_the_held_out_queries_and_the_reading_script_runs(s
     (row,) = rows.values()
     assert set(row) == {"usable", "names the result", "names the unchanged object"}
     assert all(0 <= v <= 100 for v in row.values())
+
+
+def test_the_reading_script_asks_grounding_phrases_and_composed_edits(synth_tiny_dir, tiny_reasoner_dir):
+    """eval/reading.py: the warm-up's refer, caption and edit prompts on the held-out queries."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "eval" / "reading.py"
+    rows = runpy.run_path(str(script))["main"](["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir),
+                                                "--queries", "6"])
+    (row,) = rows.values()
+    assert set(row) == {"names the referred object", "caption's first object", "names the edit's result",
+                        "names the unchanged object"}
+    assert all(0 <= v <= 100 for v in row.values())

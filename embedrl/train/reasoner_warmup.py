@@ -8,7 +8,10 @@ sampled synthetic scenes -- every object's size, colour, shape and position, mos
 first -- and, with `tasks: [caption, refer]`, on referring expressions: the picture and a phrase
 naming one of its objects in the benchmark's synonyms ("the lemon hexagon at the centre") ->
 that object in canonical words, the stand-in for the grounding data (RefCOCO-style) a real VLM
-is pretrained on, so the reasoner learns to read its text as well as its image. The scenes come
+is pretrained on, so the reasoner learns to read its text as well as its image; with `edit`, the
+picture and a requested change ("paint the lemon hexagon blue") -> the changed object as the change
+leaves it, the stand-in for the image-editing instruction data a real VLM has seen, which composed
+queries ask of the reasoner (their T-CoT says what the edit makes). The scenes come
 from their own random stream (`scene_seed`), not from a benchmark's splits. Real checkpoints
 skip this stage.
 
@@ -33,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe every object in the picture: size, colour, shape and position, most prominent first."
 REFER_PROMPT = "Which object is {expr}? Describe it: size, colour, shape and position."
-WARMUP_TASKS = ("caption", "refer")
+EDIT_PROMPT = "The request: {edit}. Describe the changed object after the change: size, colour, shape and position."
+WARMUP_TASKS = ("caption", "refer", "edit")
 
 
 @dataclass
@@ -46,7 +50,8 @@ class ReasonerWarmupConfig(SFTConfig):
     scene_dir: str | None = field(default=None, metadata={
         "help": "Where the rendered scenes are kept (default: output_dir/scenes); reused when it matches."})
     tasks: list[str] = field(default_factory=lambda: ["caption"], metadata={
-        "help": "Examples made of each scene: `caption` (every object) and/or `refer` (the object a phrase names)."})
+        "help": "Examples made of each scene: `caption` (every object), `refer` (the object a phrase names), "
+                "`edit` (the object a requested change makes)."})
 
     def __post_init__(self):
         from embedrl.train.reasoner_sft import set_bf16_default
@@ -125,6 +130,23 @@ def refer_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
     return out
 
 
+def edit_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
+    """One (image, prompt, answer) row a scene: a change asked of one object -> that object after it."""
+    from embedrl.data.synth_scenes import variant
+    from embedrl.data.synth_tasks import STATIC_ATTRIBUTES
+    from embedrl.data.synth_text import edit_text
+
+    rng = random.Random(f"reasoner-warmup-edit-{seed}")
+    out = []
+    for row, scene in zip(rows, sample_scenes(len(rows), seed), strict=True):
+        edited, change = variant(scene, rng, STATIC_ATTRIBUTES)
+        index = change["object"]
+        text, _ = edit_text(scene, index, change["attribute"], change["neg"], rng)
+        out.append({"image": row["image"], "prompt": EDIT_PROMPT.format(edit=text),
+                    "answer": object_words(edited, index)})
+    return out
+
+
 def warmup_messages(prompt: str) -> list[dict]:
     """The user turn the warm-up trains on (one picture, then the prompt); ask it the same way to measure it."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
@@ -137,6 +159,8 @@ def warmup_examples(rows: list[dict[str, str]], tasks=("caption",), seed: int = 
         tagged += [{"image": r["image"], "prompt": CAPTION_PROMPT, "answer": r["caption"]} for r in rows]
     if "refer" in tasks:
         tagged += refer_rows(rows, seed)
+    if "edit" in tasks:
+        tagged += edit_rows(rows, seed)
     return [{"prompt": warmup_messages(r["prompt"]),
              "completion": [{"role": "assistant", "content": [{"type": "text", "text": r["answer"]}]}],
              "images": [r["image"]]} for r in tagged]
