@@ -14,22 +14,18 @@ that names the latter, once usable, steers the embedder toward that negative.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from embedrl.data.synth import composed_edits, media_key, read_meta
-from embedrl.errors import EmbedrlError
-from embedrl.eval.mmeb import load_specs
-from embedrl.eval.readers import read_task
+from embedrl.data.synth import word_changing_edits
 from embedrl.models.reasoner import load_reasoner
 from embedrl.tcot import usable_tcot
 
 
-def read_edits(reasoner, queries, edits) -> dict[str, float]:
-    """Shares (%) of the queries whose T-CoT is usable, names the edited result, names the unchanged object."""
+def read_edits(reasoner, edits: list[tuple]) -> dict[str, float]:
+    """Shares (%) of the (query, before, after) edits whose T-CoT is usable, names the result, names the unchanged object."""
+    queries = [query for query, _, _ in edits]
     tcots = reasoner.generate(queries, role="query", use_tcot_cache=False)
     counts = {"usable": 0, "names the result": 0, "names the unchanged object": 0}
-    for query, tcot in zip(queries, tcots, strict=True):
-        before, after = edits[media_key(query.text, query.image, query.frames)]
+    for (query, before, after), tcot in zip(edits, tcots, strict=True):
         words = " ".join([*tcot.keywords, tcot.answer]) if tcot is not None else ""
         counts["usable"] += usable_tcot(tcot, query) is not None
         counts["names the result"] += after in words
@@ -44,18 +40,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--queries", type=int, default=200, help="composed queries to read before keeping those "
                                                              "whose edit changes colour or shape (default 200)")
     args = p.parse_args(argv)
-    meta = read_meta(Path(args.data))
-    if meta is None:
-        raise EmbedrlError(f"{args.data} is not a synthetic benchmark (no meta.json); make one with `embedrl data synth`")
-    spec = {s.name: s for s in load_specs(Path(args.data) / "registry.yaml")}["Synth-Composed"]
-    edits = composed_edits(seed=meta["seed"], size=meta["size"])
-    queries = [q for q in read_task(spec, Path(args.data)).queries[:args.queries]
-               if len(set(edits[media_key(q.text, q.image, q.frames)])) == 2]
-    print(f"{len(queries)} composed queries whose edit changes a colour or shape\n")
+    edits = word_changing_edits(args.data, args.queries)
+    print(f"{len(edits)} composed queries whose edit changes a colour or shape\n")
     print("| reasoner | usable | names the result | names the unchanged object |\n|---|---|---|---|")
     rows = {}
     for path in args.reasoner:
-        rows[path] = read_edits(load_reasoner(path, device="cpu"), queries, edits)
+        rows[path] = read_edits(load_reasoner(path, device="cpu"), edits)
         print(f"| {path} | " + " | ".join(f"{v:.1f}%" for v in rows[path].values()) + " |", flush=True)
     return rows
 

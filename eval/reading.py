@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from embedrl.data.synth import annotator_tcots, composed_edits, media_key, read_meta
+from embedrl.data.synth import annotator_tcots, media_key, read_meta, word_changing_edits
 from embedrl.errors import EmbedrlError
 from embedrl.eval.mmeb import load_specs
 from embedrl.eval.readers import read_task
@@ -26,14 +26,14 @@ from embedrl.models.reasoner import load_reasoner
 from embedrl.train.reasoner_warmup import CAPTION_PROMPT, EDIT_PROMPT, REFER_PROMPT, warmup_messages
 
 
-def first_object(reasoner, queries, prompt: str | None, batch_size: int = 16) -> list[str]:
-    """The first object each greedy answer names (a prompt filled with the query's text, or the caption prompt)."""
+def first_object(reasoner, queries, prompts: list[str], batch_size: int = 16) -> list[str]:
+    """The first object each greedy answer names, each query asked with its prompt."""
     tok, out = reasoner.processor.tokenizer, []
     for s in tqdm(range(0, len(queries), batch_size), desc="generating", unit="batch", disable=None):
         batch = queries[s:s + batch_size]
-        texts = [reasoner.processor.apply_chat_template(
-            warmup_messages(prompt.format(expr=q.text, edit=q.text) if prompt else CAPTION_PROMPT),
-            tokenize=False, add_generation_prompt=True) for q in batch]
+        texts = [reasoner.processor.apply_chat_template(warmup_messages(prompt), tokenize=False,
+                                                        add_generation_prompt=True)
+                 for prompt in prompts[s:s + batch_size]]
         enc = reasoner.processor(text=texts, images=[q.load_image() for q in batch], padding=True,
                                  padding_side="left", return_tensors="pt")
         with torch.inference_mode():
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="synthetic benchmark directory (version 3 or later)")
     p.add_argument("--reasoner", action="append", required=True, help="reasoner directory (repeat to compare)")
-    p.add_argument("--queries", type=int, default=160, help="Grounding queries to ask (default 160)")
+    p.add_argument("--queries", type=int, default=160, help="Grounding and Composed queries to read, each (default 160)")
     args = p.parse_args(argv)
     meta = read_meta(Path(args.data)) or {}
     if meta.get("version", 0) < 3:
@@ -56,19 +56,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     queries = read_task(specs["Synth-Grounding"], Path(args.data)).queries[:args.queries]
     ann = annotator_tcots(seed=meta["seed"], size=meta["size"])
     gold = [ann[media_key(q.text, q.image, q.frames)].keywords[-1] for q in queries]  # "yellow hexagon"
-    edits = composed_edits(seed=meta["seed"], size=meta["size"])
-    composed = [q for q in read_task(specs["Synth-Composed"], Path(args.data)).queries[:args.queries]
-                if len(set(edits[media_key(q.text, q.image, q.frames)])) == 2]  # colour or shape changed
-    before, after = zip(*(edits[media_key(q.text, q.image, q.frames)] for q in composed))
+    composed, before, after = zip(*word_changing_edits(args.data, args.queries))
+    asked = {"refer": [REFER_PROMPT.format(expr=q.text) for q in queries], "caption": [CAPTION_PROMPT] * len(queries),
+             "edit": [EDIT_PROMPT.format(edit=q.text) for q in composed]}
     print(f"{len(queries)} Grounding queries, {len(composed)} Composed queries whose edit changes a colour or shape\n")
     print("| reasoner | names the referred object (refer prompt) | its caption's first object is it "
           "| names the edit's result (edit prompt) | names the unchanged object |\n|---|---|---|---|---|")
     rows = {}
     for path in args.reasoner:
         reasoner = load_reasoner(path, device="cpu")
-        shares = [100 * sum(g in a for g, a in zip(gold, first_object(reasoner, queries, prompt))) / len(queries)
-                  for prompt in (REFER_PROMPT, None)]
-        answers = first_object(reasoner, composed, EDIT_PROMPT)
+        shares = [100 * sum(g in a for g, a in zip(gold, first_object(reasoner, queries, asked[task]))) / len(queries)
+                  for task in ("refer", "caption")]
+        answers = first_object(reasoner, composed, asked["edit"])
         shares += [100 * sum(g in a for g, a in zip(words, answers)) / len(composed) for words in (after, before)]
         print(f"| {path} | " + " | ".join(f"{v:.1f}%" for v in shares) + " |", flush=True)
         rows[path] = dict(zip(("names the referred object", "caption's first object", "names the edit's result",

@@ -254,6 +254,25 @@ def composed_edits(seed: int = 0, size: str = "small") -> dict[tuple[str, str, s
     return out
 
 
+def word_changing_edits(data: str | os.PathLike, max_queries: int | None = None) -> list[tuple[Item, str, str]]:
+    """The first `max_queries` held-out composed queries of benchmark `data` whose edit changes the edited
+    object's colour or shape, each with its words before and after (eval/reading.py, composed_reading.py)."""
+    from embedrl.eval.mmeb import load_specs
+    from embedrl.eval.readers import read_task
+
+    meta = read_meta(Path(data))
+    if meta is None:
+        raise EmbedrlError(f"{data} is not a synthetic benchmark (no meta.json); make one with `embedrl data synth`")
+    spec = {s.name: s for s in load_specs(Path(data) / "registry.yaml")}["Synth-Composed"]
+    edits = composed_edits(seed=meta["seed"], size=meta["size"])
+    out = []
+    for query in read_task(spec, Path(data)).queries[:max_queries]:
+        before, after = edits[media_key(query.text, query.image, query.frames)]
+        if before != after:  # a size or position edit leaves the words as they were
+            out.append((query, before, after))
+    return out
+
+
 def _eval_examples(seed: int, size: str):
     """(example, media) for every held-out query of a benchmark, in the generator's order (its
     scenes are drawn in sequence across tasks, so no task can be rebuilt alone)."""

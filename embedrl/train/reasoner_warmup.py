@@ -116,35 +116,38 @@ def render_scenes(out: str | Path, n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
+def _task_rows(rows: list[dict[str, str]], seed: int, task: str, ask) -> list[dict[str, str]]:
+    """One (image, prompt, answer) row a scene: `ask(scene, rng)` -> (prompt, answer), with the task's own
+    random stream so adding a task leaves the others' examples as they were."""
+    rng = random.Random(f"reasoner-warmup-{task}-{seed}")
+    return [{"image": row["image"], **dict(zip(("prompt", "answer"), ask(scene, rng), strict=True))}
+            for row, scene in zip(rows, sample_scenes(len(rows), seed), strict=True)]
+
+
 def refer_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
-    """One (image, prompt, answer) row a scene: a phrase naming one of its objects uniquely -> that object."""
+    """A phrase naming one object of the scene uniquely -> that object."""
     from embedrl.data.synth_text import refer
 
-    rng = random.Random(f"reasoner-warmup-refer-{seed}")
-    out = []
-    for row, scene in zip(rows, sample_scenes(len(rows), seed), strict=True):
+    def ask(scene, rng):
         index = rng.randrange(len(scene.objects))
         expr, _ = refer(scene, index, rng)
-        out.append({"image": row["image"], "prompt": REFER_PROMPT.format(expr=expr),
-                    "answer": object_words(scene, index)})
-    return out
+        return REFER_PROMPT.format(expr=expr), object_words(scene, index)
+
+    return _task_rows(rows, seed, "refer", ask)
 
 
 def edit_rows(rows: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
-    """One (image, prompt, answer) row a scene: a change asked of one object -> that object after it."""
+    """A change asked of one object -> that object after it."""
     from embedrl.data.synth_scenes import variant
     from embedrl.data.synth_tasks import STATIC_ATTRIBUTES
     from embedrl.data.synth_text import edit_text
 
-    rng = random.Random(f"reasoner-warmup-edit-{seed}")
-    out = []
-    for row, scene in zip(rows, sample_scenes(len(rows), seed), strict=True):
+    def ask(scene, rng):
         edited, change = variant(scene, rng, STATIC_ATTRIBUTES)
-        index = change["object"]
-        text, _ = edit_text(scene, index, change["attribute"], change["neg"], rng)
-        out.append({"image": row["image"], "prompt": EDIT_PROMPT.format(edit=text),
-                    "answer": object_words(edited, index)})
-    return out
+        text, _ = edit_text(scene, change["object"], change["attribute"], change["neg"], rng)
+        return EDIT_PROMPT.format(edit=text), object_words(edited, change["object"])
+
+    return _task_rows(rows, seed, "edit", ask)
 
 
 def warmup_messages(prompt: str) -> list[dict]:
