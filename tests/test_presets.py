@@ -102,6 +102,24 @@ def test_digits_preset_writes_numbers_digit_by_digit(tmp_path, tiny_reasoner_dir
         "[437, 89, 599]"))
 
 
+def test_wide_preset_is_the_same_reasoner_with_a_wider_text_model(tmp_path, tiny_reasoner_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    wide_dir = make_preset("tiny-reasoner-wide", tmp_path / "w")
+    assert (wide_dir / "tokenizer.json").read_bytes() == (tiny_reasoner_dir / "tokenizer.json").read_bytes()
+    wide = AutoModelForImageTextToText.from_pretrained(wide_dir)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_reasoner_dir)
+    assert wide.config.text_config.hidden_size == 2 * base.config.text_config.hidden_size
+    assert 2 < wide.num_parameters() / base.num_parameters() < 3
+    # the vision merger must project to the text width, or an image prompt cannot be trained on
+    processor = AutoProcessor.from_pretrained(wide_dir)
+    inputs = processor.apply_chat_template(_chat(_image(), "What color is the circle?"), tokenize=True,
+                                           return_dict=True, return_tensors="pt")
+    loss = wide(**inputs, labels=inputs["input_ids"]).loss
+    loss.backward()
+    assert torch.isfinite(loss) and wide.model.visual.merger.mlp[0].weight.grad.abs().sum() > 0
+
+
 def test_reasoner_tokenizer_keeps_tcot_tags_and_chat_tokens_atomic(tiny_reasoner_dir):
     from transformers import AutoProcessor, GenerationConfig
 
@@ -231,7 +249,7 @@ def test_remaking_over_another_preset_or_an_interrupted_make(tmp_path, tiny_reas
 
 
 def test_errors_unknown_name_and_bad_out(tmp_path):
-    known = "tiny-reasoner, tiny-reasoner-digits, tiny-vlm-embedder, tiny-clip"
+    known = "tiny-reasoner, tiny-reasoner-digits, tiny-reasoner-wide, tiny-vlm-embedder, tiny-clip"
     with pytest.raises(EmbedrlError, match=f"unknown preset 'tiny-gpt'.*{known}"):
         make_preset("tiny-gpt", tmp_path / "x")
     (tmp_path / "file").write_text("x")

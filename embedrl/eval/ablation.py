@@ -56,8 +56,8 @@ class AblationConfig:
     embedder_recipe: str = field(default="train/embedder_tiny_clip.yaml", metadata={
         "help": "Recipe of the one frozen embedder that scores every variant (trained once)."})
     reasoner_preset: str = field(default="tiny-reasoner", metadata={
-        "help": "Preset the reasoner starts from: tiny-reasoner, or tiny-reasoner-digits (numbers written digit by "
-                "digit, as Qwen2's tokenizer does)."})
+        "help": "Preset the reasoner starts from: tiny-reasoner, tiny-reasoner-digits (numbers written digit by "
+                "digit, as Qwen2's tokenizer does) or tiny-reasoner-wide (text model twice as wide)."})
     warmup_recipe: str | None = field(default=None, metadata={
         "help": "Perception warm-up recipe for a from-scratch reasoner, run once before the seeds' SFT "
                 "(e.g. train/reasoner_warmup_tiny.yaml); none: SFT starts from the preset."})

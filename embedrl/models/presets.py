@@ -9,6 +9,8 @@ downloaded:
     tiny-reasoner-digits  the same, with a tokenizer that writes numbers digit by digit, as
                         the Qwen2 family's tokenizers do (box coordinates are then copied
                         digit by digit; see eval/README.md, "Broken T-CoTs").
+    tiny-reasoner-wide  tiny-reasoner with a text model twice as wide (hidden 256, 8 heads; 1.8M
+                        parameters): is what EG-RL adds limited by the reasoner's capacity?
     tiny-vlm-embedder   the same family and tokenizer (own seed offset), with `<emb>` and an
                         `embedrl.json` for the VLM embedder backend.
     tiny-clip           a small open_clip model from a custom config with open_clip's bundled
@@ -38,16 +40,17 @@ log = logging.getLogger(__name__)
 PRESETS: dict[str, str] = {
     "tiny-reasoner": "Qwen2VLForConditionalGeneration (0.7M params), local byte-level BPE tokenizer, chat template",
     "tiny-reasoner-digits": "tiny-reasoner whose tokenizer splits numbers into single digits, as Qwen2's does",
+    "tiny-reasoner-wide": "tiny-reasoner with a text model twice as wide (hidden 256, 1.8M params)",
     "tiny-vlm-embedder": "Qwen2-VL family with <emb> registered, for the VLM embedder backend",
     "tiny-clip": "open_clip ViT (width 128, 2 layers, 112 px) + text tower, bundled tokenizer",
 }
 
 # The presets a reasoner (warm-up, SFT, EG-RL) can start from.
-REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits")
+REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits", "tiny-reasoner-wide")
 
 # Seeds are offset per preset so that `--seed 0` does not give two presets the same weights.
 # (the two reasoners differ in vocabulary, so their weights differ anyway)
-_SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-vlm-embedder": 1_000_003,
+_SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-reasoner-wide": 0, "tiny-vlm-embedder": 1_000_003,
                  "tiny-clip": 2_000_003}
 
 _STAGING = ".staging-"
@@ -212,21 +215,25 @@ def build_processor(tokenizer):
                             video_processor=video_processor, chat_template=CHAT_TEMPLATE)
 
 
-def tiny_qwen2vl_config(tokenizer):
-    """The small Qwen2-VL config: text hidden 128 x 2 layers, vision 64 x 2 blocks."""
+def tiny_qwen2vl_config(tokenizer, text_hidden: int = 128):
+    """The small Qwen2-VL config: text hidden 128 (or `text_hidden`) x 2 layers, vision 64 x 2 blocks.
+
+    Attention heads stay 32 wide, so the rotary sections fit every width; the vision merger
+    projects to the text width (its `hidden_size`).
+    """
     from transformers import Qwen2VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS + VISION_TOKENS}
     return Qwen2VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 256,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": len(tokenizer), "hidden_size": text_hidden, "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": 2, "num_attention_heads": text_hidden // 32, "num_key_value_heads": text_hidden // 64,
             "max_position_embeddings": 4096, "max_window_layers": 2,
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             "bos_token_id": None, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": 2, "embed_dim": 64, "hidden_size": 128, "num_heads": 4, "mlp_ratio": 2,
+            "depth": 2, "embed_dim": 64, "hidden_size": text_hidden, "num_heads": 4, "mlp_ratio": 2,
             "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
         },
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -235,13 +242,13 @@ def tiny_qwen2vl_config(tokenizer):
     )
 
 
-def _make_qwen2vl(out: Path, seed: int, split_digits: bool = False) -> None:
+def _make_qwen2vl(out: Path, seed: int, split_digits: bool = False, text_hidden: int = 128) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     tokenizer = build_tokenizer(split_digits)
-    config = tiny_qwen2vl_config(tokenizer)
+    config = tiny_qwen2vl_config(tokenizer, text_hidden)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(config).eval()
@@ -286,6 +293,7 @@ def _make_tiny_clip(out: Path, seed: int) -> None:
 _MAKERS: dict[str, Callable[[Path, int], None]] = {
     "tiny-reasoner": _make_tiny_reasoner,
     "tiny-reasoner-digits": lambda out, seed: _make_qwen2vl(out, seed, split_digits=True),
+    "tiny-reasoner-wide": lambda out, seed: _make_qwen2vl(out, seed, text_hidden=256),
     "tiny-vlm-embedder": _make_tiny_vlm_embedder,
     "tiny-clip": _make_tiny_clip,
 }
