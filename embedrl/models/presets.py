@@ -9,7 +9,7 @@ downloaded:
     tiny-reasoner-digits  the same, with a tokenizer that writes numbers digit by digit, as
                         the Qwen2 family's tokenizers do (box coordinates are then copied
                         digit by digit; see eval/README.md, "Broken T-CoTs").
-    tiny-reasoner-wide  tiny-reasoner with a text model twice as wide (hidden 256, 8 heads; 1.8M
+    tiny-reasoner-wide  tiny-reasoner with a text model twice as wide (hidden 256, 8 heads; 1.85M
                         parameters): is what EG-RL adds limited by the reasoner's capacity?
     tiny-vlm-embedder   the same family and tokenizer (own seed offset), with `<emb>` and an
                         `embedrl.json` for the VLM embedder backend.
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PRESETS: dict[str, str] = {
     "tiny-reasoner": "Qwen2VLForConditionalGeneration (0.7M params), local byte-level BPE tokenizer, chat template",
     "tiny-reasoner-digits": "tiny-reasoner whose tokenizer splits numbers into single digits, as Qwen2's does",
-    "tiny-reasoner-wide": "tiny-reasoner with a text model twice as wide (hidden 256, 1.8M params)",
+    "tiny-reasoner-wide": "tiny-reasoner with a text model twice as wide (hidden 256, 1.85M params)",
     "tiny-vlm-embedder": "Qwen2-VL family with <emb> registered, for the VLM embedder backend",
     "tiny-clip": "open_clip ViT (width 128, 2 layers, 112 px) + text tower, bundled tokenizer",
 }
@@ -49,7 +49,7 @@ PRESETS: dict[str, str] = {
 REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits", "tiny-reasoner-wide")
 
 # Seeds are offset per preset so that `--seed 0` does not give two presets the same weights.
-# (the two reasoners differ in vocabulary, so their weights differ anyway)
+# (the reasoners differ in vocabulary or width, so their weights differ anyway)
 _SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-reasoner-wide": 0, "tiny-vlm-embedder": 1_000_003,
                  "tiny-clip": 2_000_003}
 
