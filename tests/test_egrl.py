@@ -11,7 +11,7 @@ import torch
 
 from embedrl.errors import EmbedrlError
 from embedrl.items import Item
-from embedrl.tcot import parse_tcot, render_tcot
+from embedrl.tcot import TCoT, parse_tcot, render_tcot
 from embedrl.train.discriminator import OpenAIDiscriminator
 from embedrl.train.rewards import (
     discriminator_prompt,
@@ -343,6 +343,25 @@ def test_outcome_ranks_script_a_dataset_pool_never_ranks_a_positive_lower(tiny_c
     for key, ranks in found["all"].items():
         assert all(1 <= own <= everyone for own, everyone in zip(found["dataset"][key], ranks))
     assert "| dataset | Synth-CLS | query |" in capsys.readouterr().out
+
+
+def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(tiny_reasoner_dir, tiny_clip_dir,
+                                                                              synth_tiny_dir, capsys):
+    import runpy
+    from pathlib import Path
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_content.py"))
+    gold, half = TCoT(keywords=["Red circle", "blue square"]), TCoT(keywords=["red  circle", "green star"])
+    assert script["keyword_match"](gold, gold) == 1.0 and script["keyword_match"](half, gold) == 1 / 3
+    # pairs of rollouts with equal content are no evidence; a reward tie is counted apart
+    assert script["concordance"]([0.3, 0.1, 0.1, 0.2], [1.0, 0.5, 0.0, 1.0]) == (4, 0, 1)
+    assert script["concordance"]([0.1, 0.3], [1.0, 0.0]) == (0, 1, 0)
+    found = script["main"](["--embedder", str(tiny_clip_dir), "--reasoner", str(tiny_reasoner_dir), "--data",
+                            str(synth_tiny_dir), "--prompts", "2", "--generations", "3", "--modalities", "image"])
+    assert ("Synth-CLS", "query") in found and all(row["prompts"] == 2 for row in found.values())
+    # the untrained preset writes no usable T-CoT: its rollouts earn no more than the annotated one
+    assert all(row["usable"] == 0 and row["annotation_rank"] == 1 for row in found.values())
+    assert "| Synth-CLS | query | 2 | 0% |" in capsys.readouterr().out
 
 
 def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
