@@ -22,6 +22,8 @@ import argparse
 import random
 from collections import defaultdict
 
+import torch
+
 from embedrl.tcot import TCoT, parse_tcot, usable_tcot
 
 
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], dict[str, float
     parser.add_argument("--tau", type=float, default=0.05, help="outcome_tau")
     parser.add_argument("--negatives", default="all", help="outcome_negatives")
     parser.add_argument("--failure", default="floor", help="outcome_failure")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="draws the prompts and the rollouts")
     args = parser.parse_args(argv)
 
     from embedrl.items import read_pairs
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], dict[str, float
     for i, role in zip(dataset.hf.data["pair_index"].to_pylist(), dataset.hf.data["role"].to_pylist()):
         by_group[pairs[i].dataset, role].append(i)
     rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)  # the same rollouts for the same reasoner, whichever embedder scores them
     print("| set | role | prompts | usable | keyword match | concordance (pairs) | reward-tied pairs | groups the reward "
           "separates | annotation's rank in its group |\n|---|---|---|---|---|---|---|---|---|")
     out = {}
