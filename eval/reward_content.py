@@ -12,8 +12,8 @@ settings by default) and compares, within each group, every two usable rollouts 
 in how many are right (Jaccard overlap with the pair's annotated T-CoT, which the generator wrote from
 the scene): **concordance** is the share of those pairs whose reward orders them the same way (0.5: the
 reward says nothing about content; pairs tied on reward are left out and counted). Also printed per
-set and role: the usable rollouts' mean keyword match, how often the reward separates a group at all, and where the annotated T-CoT itself, the
-right content in the right form, would rank among its group.
+set and role: the usable rollouts' mean keyword match, how often the reward separates a group at all,
+and where the annotated T-CoT itself, the right content in the right form, would rank among its group.
 """
 
 from __future__ import annotations
@@ -96,31 +96,34 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], dict[str, float
         chosen = rng.sample(rows, min(args.prompts, len(rows)))
         texts = reasoner.generate_text([dataset.item(i, role) for i in chosen], role, num_samples=args.generations,
                                        temperature=args.temperature)
+        # one reward call per set and role (each distinct item embedded once); every prompt's group
+        # ends with its annotated T-CoT, so the floor of failed rollouts is the one EG-RL would give
+        golds = [pairs[i].qry_tcot if role == "query" else pairs[i].pos_tcot for i in chosen]
+        width = args.generations + 1
+        scores = reward([t for group, gold in zip(texts, golds) for t in [*group, gold]],
+                        pair_index=[i for i in chosen for _ in range(width)], role=[role] * (width * len(chosen)))
         same = other = tied = separated = 0
         annotation_rank, right = [], []
-        for i, group in zip(chosen, texts):
-            gold_text = pairs[i].qry_tcot if role == "query" else pairs[i].pos_tcot
-            scores = reward(group + [gold_text], pair_index=[i] * (len(group) + 1), role=[role] * (len(group) + 1))
-            rewards, gold_reward = scores[:-1], scores[-1]
-            item = dataset.item(i, role)
-            ok = [n for n, t in enumerate(group) if usable_tcot(parse_tcot(t), item) is not None]
-            gold = parse_tcot(gold_text)
-            matches = [keyword_match(parse_tcot(group[n]), gold) for n in ok]
+        for n, (i, group, gold) in enumerate(zip(chosen, texts, golds)):
+            rewards, gold_reward = scores[n * width:(n + 1) * width - 1], scores[(n + 1) * width - 1]
+            item, gold = dataset.item(i, role), parse_tcot(gold)
+            ok = [(r, t) for r, t in zip(rewards, map(parse_tcot, group)) if usable_tcot(t, item) is not None]
+            matches = [keyword_match(t, gold) for _, t in ok]
             right += matches
-            counts = concordance([rewards[n] for n in ok], matches)
+            counts = concordance([r for r, _ in ok], matches)
             same, other, tied = same + counts[0], other + counts[1], tied + counts[2]
             separated += len(set(rewards)) > 1
             annotation_rank.append(1 + sum(r > gold_reward for r in rewards))
         decided = same + other
         row = {"prompts": len(chosen), "usable": len(right) / (len(chosen) * args.generations),
                "keyword_match": sum(right) / len(right) if right else float("nan"),
-               "concordance": same / decided if decided else float("nan"), "pairs": decided, "tied": tied,
-               "separated": separated / len(chosen), "annotation_rank": sum(annotation_rank) / len(annotation_rank)}
+               "concordance": same / decided if decided else float("nan"), "concordant": same, "pairs": decided,
+               "tied": tied, "separated": separated / len(chosen), "annotation_rank": sum(annotation_rank) / len(annotation_rank)}
         out[name, role] = row
         print(f"| {name} | {role} | {len(chosen)} | {100 * row['usable']:.0f}% | {row['keyword_match']:.2f} | "
               f"{row['concordance']:.2f} ({decided}) | {tied} | {100 * row['separated']:.0f}% | "
               f"{row['annotation_rank']:.1f} of {args.generations + 1} |")
-    same = sum(row["concordance"] * row["pairs"] for row in out.values() if row["pairs"])
+    same = sum(row["concordant"] for row in out.values())
     decided = sum(row["pairs"] for row in out.values())
     print(f"\nall sets: concordance {same / decided if decided else float('nan'):.2f} over {decided} pairs of rollouts "
           f"(0.5: the outcome reward does not tell right keywords from wrong)")
