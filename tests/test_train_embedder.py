@@ -298,3 +298,37 @@ def test_tcot_dropout_leaves_whole_sides_raw(tiny_clip_dir):
     assert seen == {(True, True), (True, False), (False, True), (False, False)}
     always = PairCollator(embedder, hard_negatives=1, use_tcot=True)(pairs)
     assert not torch.equal(always["query_chunks"][0]["input_ids"], raw_q)
+
+
+def test_tcot_negatives_pair_each_item_with_another_pairs_evidence(tiny_clip_dir):
+    """Swapped-evidence candidates: the pair's own item with a batch partner's T-CoT, on both sides;
+    none where the partner's T-CoT says the same, none on a side left raw."""
+    from embedrl.items import Pair
+
+    tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
+    words = ["red", "blue", "blue"]  # pairs 1 and 2 share their evidence: no swap between them
+    pairs = [Pair(query=Item(text=f"q{i}"), pos=Item(text=f"p{i}"), qry_tcot=tcot % (w, w), pos_tcot=tcot % (w, w))
+             for i, w in enumerate(words)]
+    embedder = load_embedder(str(tiny_clip_dir))
+    batch = PairCollator(embedder, use_tcot=True, tcot_negatives=1)(pairs)
+    # partners i -> i+1: (0, 1) and (2, 0) differ, (1, 2) do not
+    swapped = [(pairs[0], pairs[1]), (pairs[2], pairs[0])]
+    for side, item, key in (("query_chunks", "query", "qry_tcot"), ("target_chunks", "pos", "pos_tcot")):
+        expected = embedder.collate([getattr(p, item) for p in pairs] + [getattr(p, item) for p, _ in swapped],
+                                    [parse_tcot(getattr(p, key)) for p in pairs]
+                                    + [parse_tcot(getattr(o, key)) for _, o in swapped])
+        assert torch.equal(batch[side][0]["input_ids"], expected["input_ids"])
+    assert batch["n_pos"] == 3
+    raw = PairCollator(embedder, use_tcot=False, tcot_negatives=1)(pairs)
+    assert raw["query_chunks"][0]["input_ids"].shape[0] == 3 and raw["target_chunks"][0]["input_ids"].shape[0] == 3
+
+
+def test_query_side_negatives_are_candidates_for_targets_only():
+    q = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)  # 3 queries + 2 query-side negatives
+    t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)  # 3 positives + 1 hard negative
+    q2t, labels, t2q, _ = contrastive_logits(q, t, n_pos=3, scale=10.0)
+    assert q2t.shape == (3, 4) and t2q.shape == (3, 5) and labels.tolist() == [0, 1, 2]
+    assert torch.allclose(t2q[:, 3:], 10.0 * t[:3] @ q[3:].T)
+    # a query-side negative that copies the right query makes the target -> query loss worse
+    near = torch.cat([q[:3], q[:1]])
+    assert InfoNCELoss()(near, t, 3, 10.0) > InfoNCELoss()(q[:3], t, 3, 10.0)

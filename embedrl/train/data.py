@@ -111,6 +111,12 @@ class PairCollator:
     `tcot_dropout` leaves a whole side of the batch raw with that probability (each side on its
     own), so one embedder serves raw input and T-CoTs. Whole sides, so that no candidate is told
     apart by merely having evidence.
+
+    `tcot_negatives` (with T-CoTs kept on a side) adds, per pair and side, that many candidates
+    holding the pair's own item with the T-CoT of another pair in the batch (same dataset): the
+    embedder can then rank them below the right one only by reading whether the evidence fits
+    the item, which is what EG-RL's outcome reward needs to tell a rollout's right content from
+    wrong. Query-side ones are candidates in the target -> query direction.
     """
 
     embedder: Embedder
@@ -118,6 +124,7 @@ class PairCollator:
     use_tcot: bool = False
     chunk_size: int = 0
     tcot_dropout: float = 0.0
+    tcot_negatives: int = 0
 
     def _keep_tcots(self) -> bool:
         import torch
@@ -129,6 +136,17 @@ class PairCollator:
         return [self.embedder.collate(items[i:i + size], None if tcots is None else tcots[i:i + size])
                 for i in range(0, len(items), size)]
 
+    def _swapped(self, pairs: Sequence[Pair], side: str) -> tuple[list, list]:
+        """(items, T-CoTs) of the evidence-swapped candidates: pair i's item with pair i+s's T-CoT."""
+        items, tcots = [], []
+        for shift in range(1, min(self.tcot_negatives, len(pairs) - 1) + 1):
+            for i, p in enumerate(pairs):
+                own, other = getattr(p, f"{side}_tcot"), getattr(pairs[(i + shift) % len(pairs)], f"{side}_tcot")
+                if own and other and not parse_tcot(own).same_content(parse_tcot(other)):
+                    items.append(p.query if side == "qry" else p.pos)
+                    tcots.append(parse_tcot(other))
+        return items, tcots
+
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, Any]:
         queries = [p.query for p in pairs]
         targets = [p.pos for p in pairs]
@@ -137,8 +155,16 @@ class PairCollator:
         q_tcots = t_tcots = None
         if self.use_tcot and self._keep_tcots():
             q_tcots = [_parsed(p.qry_tcot) for p in pairs]
+            if self.tcot_negatives:
+                items, tcots = self._swapped(pairs, "qry")
+                queries += items
+                q_tcots += tcots
         if self.use_tcot and self._keep_tcots():
             t_tcots = [_parsed(p.pos_tcot) for p in pairs]
             t_tcots += [_parsed(p.neg_tcot(j)) for p in pairs for j in range(min(len(p.negs), self.hard_negatives))]
+            if self.tcot_negatives:
+                items, tcots = self._swapped(pairs, "pos")
+                targets += items
+                t_tcots += tcots
         return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),
                 "n_pos": len(pairs)}

@@ -57,6 +57,9 @@ class EmbedderTrainingConfig(TrainingArguments):
     tcot_dropout: float = field(default=0.0, metadata={
         "help": "With use_tcot: chance that a batch's query (or target) side is left raw, so the embedder "
                 "also serves raw input."})
+    tcot_negatives: int = field(default=0, metadata={
+        "help": "With use_tcot: per pair and side, candidates with the pair's own item and another pair's "
+                "T-CoT, so the embedder learns whether evidence fits its item."})
     gradcache_chunk_size: int = field(default=0, metadata={
         "help": "GradCache chunk size in items (0: plain full-batch forward)."})
     gather_negatives: bool = field(default=True, metadata={"help": "Use other processes' items as negatives."})
@@ -229,7 +232,7 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         args=config,
         train_dataset=dataset,
         data_collator=PairCollator(embedder, config.hard_negatives, config.use_tcot, config.gradcache_chunk_size,
-                                   config.tcot_dropout),
+                                   config.tcot_dropout, config.tcot_negatives),
         loss_fn=InfoNCELoss(gather=config.gather_negatives),
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))

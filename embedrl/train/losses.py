@@ -14,20 +14,23 @@ def contrastive_logits(queries: torch.Tensor, targets: torch.Tensor, n_pos: int,
     """Logits of this process's queries against the global candidate pool, and the reverse.
 
     `targets` holds this process's positives (first `n_pos` rows, one per query) followed by
-    its hard negatives. With `gather`, positives, negatives and queries of every process are
-    gathered with gradient, so each query is scored against the global batch.
+    its hard negatives; `queries` likewise holds the `n_pos` queries followed by query-side
+    negatives (candidates only in the target -> query direction). With `gather`, every part of
+    every process is gathered with gradient, so each query is scored against the global batch.
     Returns (q2t logits, q2t labels, t2q logits, t2q labels).
     """
     pos, neg = targets[:n_pos], targets[n_pos:]
+    qry, qry_neg = queries[:n_pos], queries[n_pos:]
     if gather:
         all_pos, offset = gather_with_grad(pos)
         all_neg, _ = gather_with_grad(neg)
-        all_q, _ = gather_with_grad(queries)
+        all_q, _ = gather_with_grad(qry)
+        all_q_neg, _ = gather_with_grad(qry_neg)
     else:
-        all_pos, all_neg, all_q, offset = pos, neg, queries, 0
+        all_pos, all_neg, all_q, all_q_neg, offset = pos, neg, qry, qry_neg, 0
     labels = torch.arange(n_pos, device=queries.device) + offset
-    q2t = scale * queries @ torch.cat([all_pos, all_neg]).T
-    t2q = scale * pos @ all_q.T
+    q2t = scale * qry @ torch.cat([all_pos, all_neg]).T
+    t2q = scale * pos @ torch.cat([all_q, all_q_neg]).T
     return q2t, labels, t2q, labels
 
 
@@ -35,7 +38,8 @@ class InfoNCELoss(nn.Module):
     """Symmetric InfoNCE over in-batch (and cross-process) negatives plus hard negatives.
 
     Query -> target: each query against every positive and every hard negative in the global
-    batch. Target -> query: each positive against every query. The loss is their mean.
+    batch. Target -> query: each positive against every query (and query-side negative). The
+    loss is their mean.
 
     Args:
         temperature: softmax temperature (0.02 is the usual value for VLM embedders; CLIP
