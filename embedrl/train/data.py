@@ -18,9 +18,9 @@ from typing import Any
 from torch.utils.data import Dataset, Sampler
 
 from embedrl.errors import EmbedrlError
-from embedrl.items import Pair
+from embedrl.items import Item, Pair
 from embedrl.models.base import Embedder
-from embedrl.tcot import parse_tcot
+from embedrl.tcot import TCoT, parse_tcot
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +136,17 @@ class PairCollator:
         return [self.embedder.collate(items[i:i + size], None if tcots is None else tcots[i:i + size])
                 for i in range(0, len(items), size)]
 
-    def _swapped(self, pairs: Sequence[Pair], side: str) -> tuple[list, list]:
-        """(items, T-CoTs) of the evidence-swapped candidates: pair i's item with pair i+s's T-CoT."""
-        items, tcots = [], []
-        for shift in range(1, min(self.tcot_negatives, len(pairs) - 1) + 1):
-            for i, p in enumerate(pairs):
-                own, other = getattr(p, f"{side}_tcot"), getattr(pairs[(i + shift) % len(pairs)], f"{side}_tcot")
-                if own and other and not parse_tcot(own).same_content(parse_tcot(other)):
-                    items.append(p.query if side == "qry" else p.pos)
-                    tcots.append(parse_tcot(other))
-        return items, tcots
+    def _swapped(self, items: Sequence[Item], tcots: Sequence[TCoT | None]) -> tuple[list, list]:
+        """(items, T-CoTs) of the evidence-swapped candidates: item i with item i+s's T-CoT, for
+        s = 1..tcot_negatives, where both have one and the two say different things."""
+        n, out_items, out_tcots = len(items), [], []
+        for shift in range(1, min(self.tcot_negatives, n - 1) + 1):
+            for i, item in enumerate(items):
+                own, other = tcots[i], tcots[(i + shift) % n]
+                if own and other and not own.same_content(other):
+                    out_items.append(item)
+                    out_tcots.append(other)
+        return out_items, out_tcots
 
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, Any]:
         queries = [p.query for p in pairs]
@@ -156,14 +157,14 @@ class PairCollator:
         if self.use_tcot and self._keep_tcots():
             q_tcots = [_parsed(p.qry_tcot) for p in pairs]
             if self.tcot_negatives:
-                items, tcots = self._swapped(pairs, "qry")
+                items, tcots = self._swapped(queries, q_tcots)
                 queries += items
                 q_tcots += tcots
         if self.use_tcot and self._keep_tcots():
             t_tcots = [_parsed(p.pos_tcot) for p in pairs]
             t_tcots += [_parsed(p.neg_tcot(j)) for p in pairs for j in range(min(len(p.negs), self.hard_negatives))]
             if self.tcot_negatives:
-                items, tcots = self._swapped(pairs, "pos")
+                items, tcots = self._swapped(targets[: len(pairs)], t_tcots[: len(pairs)])
                 targets += items
                 t_tcots += tcots
         return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),
