@@ -10,7 +10,7 @@ import pytest
 
 
 def _make(tmp_path_factory, name: str):
-    from embedrl.models.presets import make_preset
+    from embedrl.lab.presets import make_preset
 
     return make_preset(name, tmp_path_factory.mktemp("presets") / name, seed=0)
 
@@ -33,7 +33,7 @@ def tiny_clip_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_tiny_dir(tmp_path_factory):
     """The synthetic benchmark at its smallest size (seed 0), made once per session; read-only."""
-    from embedrl.data.synth import generate_benchmark
+    from embedrl.lab.synth.benchmark import generate_benchmark
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     generate_benchmark(out, seed=0, size="tiny")

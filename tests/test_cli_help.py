@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from embedrl.cli import main
-from embedrl.config import own_fields
+from embedrl.core.config import own_fields
 
 
 def help_text(argv, capsys) -> str:
@@ -19,9 +19,10 @@ def help_text(argv, capsys) -> str:
 def test_train_help_lists_the_config_fields(command, capsys):
     import importlib
 
-    from embedrl.train.commands import COMMANDS
+    from embedrl.cli.train import COMMANDS
+    from embedrl.lab.cli import TRAINING
 
-    module, class_name, *_ = COMMANDS[command]
+    module, class_name, *_ = {**COMMANDS, **TRAINING}[command]
     cls = getattr(importlib.import_module(module), class_name)
     text = help_text(["train", command], capsys)
     names = [f.name for f in own_fields(cls)]
@@ -42,7 +43,7 @@ def test_eg_rl_help_explains_its_fields(capsys):
 
 
 def test_ablation_help_lists_every_field(capsys):
-    from embedrl.eval.ablation import AblationConfig
+    from embedrl.lab.ablation.config import AblationConfig
 
     text = help_text(["eval", "ablation"], capsys)
     for f in dataclasses.fields(AblationConfig):

@@ -11,11 +11,11 @@ from demo_helpers import build_small_index, free_port
 from PIL import Image
 
 from embedrl.cli import main
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.tcot import TCoT, render_tcot
 from embedrl.demo import views
 from embedrl.demo.uploads import UploadLimits, UploadRejected, check_image_upload
-from embedrl.errors import EmbedrlError
 from embedrl.index.search import Hit
-from embedrl.tcot import TCoT, render_tcot
 
 
 @pytest.fixture(scope="module")

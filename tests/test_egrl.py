@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item
-from embedrl.tcot import TCoT, parse_tcot, render_tcot
-from embedrl.train.discriminator import OpenAIDiscriminator
-from embedrl.train.rewards import (
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
+from embedrl.train.egrl.judge import OpenAIDiscriminator
+from embedrl.train.egrl.rewards import (
     discriminator_prompt,
     format_rewards,
     outcome_rewards,
@@ -58,7 +58,7 @@ def test_rank_outcome_pays_by_rank_alone():
 
 
 def test_a_failed_rollout_never_outscores_a_success_of_its_prompt():
-    from embedrl.train.rewards import floor_failures, positive_rank
+    from embedrl.train.egrl.rewards import floor_failures, positive_rank
 
     # at a small tau the margin of a success ranked below a hard negative is negative ...
     sim_pos, sim_neg = torch.tensor([0.5, 0.2]), torch.tensor([[0.6, 0.1], [0.6, 0.1]])
@@ -94,7 +94,11 @@ def test_format_reward_is_zero_on_broken_outputs(text):
 
 
 def test_reward_spread_names_a_component_the_others_drown(tmp_path):
-    from embedrl.train.egrl import check_reward_balance, plot_reward_curves, reward_spread
+    from embedrl.train.egrl.diagnostics import (
+        check_reward_balance,
+        plot_reward_curves,
+        reward_spread,
+    )
 
     history = [{"step": 5, "reward": 0.3, "rewards/format/mean": 0.7, "rewards/format/std": 0.4,
                 "rewards/outcome/mean": 0.01, "rewards/outcome/std": 0.01,
@@ -121,7 +125,7 @@ def _history(format_means, outcome_means, entropies):
 
 
 def test_reward_drift_names_a_reward_given_up_and_a_policy_drifting_off():
-    from embedrl.train.egrl import check_reward_drift
+    from embedrl.train.egrl.diagnostics import check_reward_drift
 
     weights = {"format": 0.3, "outcome": 8}
     # the collapse seen once: format climbs to 0.9, outcome falls to 0, entropy 0.40 -> 0.68
@@ -171,9 +175,10 @@ class _Judge(BaseHTTPRequestHandler):
 
 
 def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(tiny_clip_dir, synth_tiny_dir):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.base import load_embedder
-    from embedrl.train.egrl import CandidateBank, ProcessReward, RolloutDataset
+    from embedrl.train.egrl.rewards import ProcessReward
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     server = HTTPServer(("127.0.0.1", 0), _Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -207,9 +212,10 @@ def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(ti
 
 
 def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_clip_dir, synth_tiny_dir):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.base import load_embedder
-    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+    from embedrl.train.egrl.rewards import OutcomeReward
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     pairs = [p for p in pairs if p.dataset == "Synth-I2T"][:4]
@@ -253,9 +259,10 @@ def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_cl
 
 
 def test_target_rollout_seen_from_its_query_meets_the_hard_negatives(tiny_clip_dir, synth_tiny_dir):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.base import load_embedder
-    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+    from embedrl.train.egrl.rewards import OutcomeReward
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     pairs = [p for p in pairs if p.dataset == "Synth-T2I"][:3]
@@ -277,9 +284,10 @@ def test_target_rollout_seen_from_its_query_meets_the_hard_negatives(tiny_clip_d
 
 
 def test_outcome_negatives_from_every_pair_leave_out_items_equal_to_the_positive(tiny_clip_dir, synth_tiny_dir):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.base import load_embedder
-    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset
+    from embedrl.train.egrl.rewards import OutcomeReward
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     pairs = [p for p in pairs if p.dataset == "Synth-CLS"]  # labels repeat across pairs
@@ -307,8 +315,10 @@ def test_outcome_negatives_from_every_pair_leave_out_items_equal_to_the_positive
 
 
 def test_outcome_negatives_drawn_once_per_pair_from_its_own_dataset(synth_tiny_dir):
-    from embedrl.items import read_pairs
-    from embedrl.train.egrl import CandidateBank, OutcomeReward, RolloutDataset, build_egrl_config
+    from embedrl.data.pairs import read_pairs
+    from embedrl.train.egrl.config import build_egrl_config
+    from embedrl.train.egrl.rewards import OutcomeReward
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     dataset = RolloutDataset(pairs)
@@ -332,11 +342,9 @@ def test_outcome_negatives_drawn_once_per_pair_from_its_own_dataset(synth_tiny_d
 
 
 def test_outcome_ranks_script_a_dataset_pool_never_ranks_a_positive_lower(tiny_clip_dir, synth_tiny_dir, capsys):
-    import runpy
-    from pathlib import Path
+    from embedrl.lab.diagnostics import outcome_ranks
 
-    script = Path(__file__).resolve().parents[1] / "eval" / "outcome_ranks.py"
-    found = runpy.run_path(str(script))["main"](["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
+    found = outcome_ranks.main(["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
                                                  "--pools", "all", "dataset"])
     assert found["all"].keys() == found["dataset"].keys() and ("Synth-CLS", "query") in found["all"]
     # its own dataset's pairs are a part of every pair: the positive can only rank as high or higher there
@@ -347,16 +355,14 @@ def test_outcome_ranks_script_a_dataset_pool_never_ranks_a_positive_lower(tiny_c
 
 def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(tiny_reasoner_dir, tiny_clip_dir,
                                                                               synth_tiny_dir, capsys):
-    import runpy
-    from pathlib import Path
+    from embedrl.lab.diagnostics import reward_content as script
 
-    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval" / "reward_content.py"))
     gold, half = TCoT(keywords=["Red circle", "blue square"]), TCoT(keywords=["red  circle", "green star"])
-    assert script["keyword_match"](gold, gold) == 1.0 and script["keyword_match"](half, gold) == 1 / 3
+    assert script.keyword_match(gold, gold) == 1.0 and script.keyword_match(half, gold) == 1 / 3
     # pairs of rollouts with equal content are no evidence; a reward tie is counted apart
-    assert script["concordance"]([0.3, 0.1, 0.1, 0.2], [1.0, 0.5, 0.0, 1.0]) == (4, 0, 1)
-    assert script["concordance"]([0.1, 0.3], [1.0, 0.0]) == (0, 1, 0)
-    found = script["main"](["--embedder", str(tiny_clip_dir), "--reasoner", str(tiny_reasoner_dir), "--data",
+    assert script.concordance([0.3, 0.1, 0.1, 0.2], [1.0, 0.5, 0.0, 1.0]) == (4, 0, 1)
+    assert script.concordance([0.1, 0.3], [1.0, 0.0]) == (0, 1, 0)
+    found = script.main(["--embedder", str(tiny_clip_dir), "--reasoner", str(tiny_reasoner_dir), "--data",
                             str(synth_tiny_dir), "--prompts", "2", "--generations", "3", "--modalities", "image"])
     assert ("Synth-CLS", "query") in found and all(row["prompts"] == 2 for row in found.values())
     # the untrained preset writes no usable T-CoT: its rollouts earn no more than the annotated one
@@ -367,7 +373,8 @@ def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(t
 def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
                                                                  tmp_path):
     from embedrl.models.reasoner import load_reasoner
-    from embedrl.train.egrl import build_egrl_config, train_eg_rl
+    from embedrl.train.egrl.config import build_egrl_config
+    from embedrl.train.egrl.trainer import train_eg_rl
 
     config = build_egrl_config(None, [
         f"reasoner={tiny_reasoner_dir}", f"embedder={tiny_clip_dir}", f"data_root={synth_tiny_dir}",
@@ -382,7 +389,8 @@ def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_d
 
 def test_eg_rl_resumes_from_the_checkpoints_policy_weights(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir, tmp_path):
     from embedrl.models.hf import load_vlm
-    from embedrl.train.egrl import build_egrl_config, train_eg_rl
+    from embedrl.train.egrl.config import build_egrl_config
+    from embedrl.train.egrl.trainer import train_eg_rl
 
     def run(steps, resume):
         return train_eg_rl(build_egrl_config(None, [
@@ -420,13 +428,14 @@ def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tin
 
 
 def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):
-    from embedrl.data.synth import VERSION
-    from embedrl.errors import EmbedrlError
-    from embedrl.eval.ablation import AblationConfig, run_ablation
+    from embedrl.core.errors import EmbedrlError
+    from embedrl.lab.ablation.config import AblationConfig
+    from embedrl.lab.ablation.run import run_ablation
+    from embedrl.lab.synth.benchmark import VERSION
 
     data = tmp_path / "synth"
     data.mkdir()
-    (data / "meta.json").write_text(json.dumps({"generator": "embedrl.data.synth", "version": VERSION - 1,
+    (data / "meta.json").write_text(json.dumps({"generator": "embedrl.lab.synth.benchmark", "version": VERSION - 1,
                                                 "seed": 0, "size": "small"}))
     with pytest.raises(EmbedrlError, match=f"version {VERSION - 1}.*--overwrite"):
         run_ablation(AblationConfig(out=str(tmp_path / "out"), data=str(data)))
@@ -437,9 +446,9 @@ def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):
 def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
     from pathlib import Path
 
-    from embedrl.config import build_config
-    from embedrl.eval.ablation import AblationConfig
-    from embedrl.train.egrl import build_egrl_config
+    from embedrl.core.config import build_config
+    from embedrl.lab.ablation.config import AblationConfig
+    from embedrl.train.egrl.config import build_egrl_config
 
     root = Path(__file__).resolve().parents[1]
     config = build_config(AblationConfig, root / "eval" / name, [])
@@ -450,7 +459,7 @@ def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
         "reasoner=r", "embedder=e", "train_data=t", *config.modalities_override(), *config.eg_rl_overrides])
     assert rl.modalities == config.tcot_modalities
     # so is every variant's, on top of them
-    from embedrl.eval.ablation import VARIANTS
+    from embedrl.lab.ablation.config import VARIANTS
 
     for _, extra in VARIANTS.values():
         build_egrl_config(str(root / config.eg_rl_recipe), ["reasoner=r", "embedder=e", "train_data=t",
@@ -458,7 +467,7 @@ def test_shipped_ablation_configs_load_and_name_existing_recipes(name):
 
 
 def test_eg_rl_config_names_the_outcome_choices_when_given_others():
-    from embedrl.train.egrl import build_egrl_config
+    from embedrl.train.egrl.config import build_egrl_config
 
     common = ["reasoner=r", "embedder=e", "train_data=t"]
     config = build_egrl_config(None, [*common, "outcome_form=rank", "target_view=query"])
@@ -472,8 +481,9 @@ def test_eg_rl_config_names_the_outcome_choices_when_given_others():
 
 
 def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny_dir):
-    from embedrl.eval.ablation import AblationConfig, run_ablation
     from embedrl.eval.mmeb import load_specs
+    from embedrl.lab.ablation.config import AblationConfig
+    from embedrl.lab.ablation.run import run_ablation
 
     held_out = tmp_path / "held_out"
     report = run_ablation(AblationConfig(
@@ -492,7 +502,7 @@ def test_ablation_scores_on_a_separate_evaluation_benchmark(tmp_path, synth_tiny
 
 
 def test_ablation_rejects_unknown_modalities():
-    from embedrl.eval.ablation import AblationConfig
+    from embedrl.lab.ablation.config import AblationConfig
 
     with pytest.raises(Exception, match="subset of"):
         AblationConfig(tcot_modalities=["picture"])
@@ -505,8 +515,8 @@ def _candidates(prompt: str) -> list[str]:
 
 
 def test_discriminator_learns_from_the_process_rewards_own_questions(synth_tiny_dir):
-    from embedrl.items import read_pairs
-    from embedrl.train.discriminator import discriminator_examples
+    from embedrl.data.pairs import read_pairs
+    from embedrl.lab.discriminator import discriminator_examples
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     norm = lambda text: render_tcot(parse_tcot(text))  # noqa: E731
@@ -533,7 +543,7 @@ def test_discriminator_learns_from_the_process_rewards_own_questions(synth_tiny_
 
 def test_train_discriminator_command_saves_a_discriminator(tiny_reasoner_dir, synth_tiny_dir, tmp_path):
     from embedrl.cli import main
-    from embedrl.train.discriminator import load_discriminator
+    from embedrl.train.egrl.judge import load_discriminator
 
     out = tmp_path / "disc"
     assert main(["-q", "train", "discriminator", f"model={tiny_reasoner_dir}", f"output_dir={out}",
@@ -545,9 +555,9 @@ def test_train_discriminator_command_saves_a_discriminator(tiny_reasoner_dir, sy
 
 
 def test_rollouts_and_candidates_follow_the_reasoners_modalities(synth_tiny_dir):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.prompts import modality_of
-    from embedrl.train.egrl import CandidateBank, RolloutDataset
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     visual = RolloutDataset(pairs, ["image", "video"])
@@ -566,8 +576,9 @@ def test_rollouts_and_candidates_follow_the_reasoners_modalities(synth_tiny_dir)
 def test_a_dataset_can_keep_its_queries_raw_in_rollouts_and_scoring(synth_tiny_dir):
     """`tcot_mode_by_set` in EG-RL matches evaluation's: a `target` dataset's queries are not rolled
     out and are scored raw; its targets, and every other dataset's sides, keep their T-CoTs."""
-    from embedrl.items import read_pairs
-    from embedrl.train.egrl import CandidateBank, RolloutDataset, build_egrl_config
+    from embedrl.data.pairs import read_pairs
+    from embedrl.train.egrl.config import build_egrl_config
+    from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     modes = {"Synth-Grounding": "target"}
@@ -589,10 +600,10 @@ def test_a_dataset_can_keep_its_queries_raw_in_rollouts_and_scoring(synth_tiny_d
 
 
 def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_tiny_dir, tiny_reasoner_dir, tmp_path):
-    from embedrl.items import read_pairs
+    from embedrl.data.pairs import read_pairs
     from embedrl.models.prompts import modality_of
     from embedrl.models.reasoner import load_reasoner
-    from embedrl.train.egrl import CandidateBank
+    from embedrl.train.egrl.rollouts import CandidateBank
 
     pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
     cache = tmp_path / "tcots.sqlite"
@@ -616,7 +627,8 @@ def test_candidates_can_carry_the_starting_reasoners_tcots_written_once(synth_ti
 
 
 def test_ablation_reports_the_share_of_usable_tcots_per_variant():
-    from embedrl.eval.ablation import format_usage, summarize_usage
+    from embedrl.lab.ablation.report import format_usage
+    from embedrl.lab.ablation.stats import summarize_usage
 
     def run(usable_query):  # two sets; targets all usable
         return {"A": {"query": {"written": 10, "usable": usable_query}, "target": {"written": 5, "usable": 5}},
@@ -632,7 +644,8 @@ def test_ablation_reports_the_share_of_usable_tcots_per_variant():
 
 
 def test_ablation_says_whether_each_step_clears_the_seeds_spread():
-    from embedrl.eval.ablation import format_ordering, paper_ordering, summarize
+    from embedrl.lab.ablation.report import format_ordering
+    from embedrl.lab.ablation.stats import paper_ordering, summarize
 
     def seeds(*overall):
         return {s: {"A": v, "overall": v} for s, v in enumerate(overall)}
@@ -662,7 +675,7 @@ def test_ablation_says_whether_each_step_clears_the_seeds_spread():
 
 
 def test_paired_interval_of_a_step_over_the_same_queries():
-    from embedrl.eval.ablation import paired_interval
+    from embedrl.lab.ablation.stats import paired_interval
 
     same = [{"A": [1, 0, 1, 0], "B": [0, 1]}] * 2
     assert paired_interval(same, same) == {"diff": 0.0, "low": 0.0, "high": 0.0}
@@ -676,8 +689,10 @@ def test_paired_interval_of_a_step_over_the_same_queries():
 
 
 def test_ablation_does_not_rerun_a_variant_whose_switched_off_reward_never_varied(tmp_path):
-    from embedrl.eval.ablation import VARIANTS, format_reused, reward_never_varied
-    from embedrl.io import write_json
+    from embedrl.core.io import write_json
+    from embedrl.lab.ablation.config import VARIANTS
+    from embedrl.lab.ablation.report import format_reused
+    from embedrl.lab.ablation.run import reward_never_varied
 
     run = tmp_path / "eg_rl"
     rows = [{"step": 5, "reward": 0.2, "rewards/format/mean": 0.5, "rewards/format/std": 0.5,
@@ -699,7 +714,8 @@ def test_ablation_does_not_rerun_a_variant_whose_switched_off_reward_never_varie
 
 
 def test_ablation_runs_seeds_in_parallel_workers_and_tabulates_them_all(tmp_path, synth_tiny_dir):
-    from embedrl.eval.ablation import AblationConfig, run_ablation
+    from embedrl.lab.ablation.config import AblationConfig
+    from embedrl.lab.ablation.run import run_ablation
 
     out = tmp_path / "out"
     config = AblationConfig(
@@ -720,7 +736,7 @@ def test_ablation_runs_seeds_in_parallel_workers_and_tabulates_them_all(tmp_path
 
 
 def test_ablation_workers_must_be_positive():
-    from embedrl.eval.ablation import AblationConfig
+    from embedrl.lab.ablation.config import AblationConfig
 
     with pytest.raises(ValueError, match="workers must be at least 1"):
         AblationConfig(workers=0)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.models.base import load_embedder
-from embedrl.tcot import TCoT, parse_tcot
 
 
 @pytest.fixture(scope="module")

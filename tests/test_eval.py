@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from embedrl.core.errors import EmbedrlError
+from embedrl.data.evalset import MissingData, sample_frames
+from embedrl.data.readers import read_qrels, read_task
 from embedrl.data.registry import DatasetSpec, dump_registry, load_registry
-from embedrl.errors import EmbedrlError
 from embedrl.eval.mmeb import evaluate, registry_path, score_path
-from embedrl.eval.readers import MissingData, read_qrels, read_task, sample_frames
 from embedrl.eval.report import load_baselines, report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,7 +308,7 @@ class EchoReasoner:
         self.roles = []
 
     def generate(self, items, role="query"):
-        from embedrl.tcot import TCoT
+        from embedrl.core.tcot import TCoT
 
         self.roles.append((role, len(items)))
         return [TCoT() for _ in items]
@@ -349,7 +350,7 @@ class HalfBrokenReasoner:
     """Every other T-CoT broken: bad tags, or key frames for an image."""
 
     def generate(self, items, role="query"):
-        from embedrl.tcot import TCoT, parse_tcot
+        from embedrl.core.tcot import TCoT, parse_tcot
 
         broken = [parse_tcot('<thinking>{"bbox_2d": [9, 9, 1, 1]}</thinking><rethink>r</rethink><answer>a</answer>'), TCoT(key_frames=[2])]
         return [TCoT(keywords=["red"]) if i % 2 == 0 else broken[i // 2 % 2] for i in range(len(items))]
@@ -357,7 +358,7 @@ class HalfBrokenReasoner:
 
 def test_scores_count_the_tcots_that_fell_back_to_raw_input(clip, toy_root, tmp_path, caplog):
     root, registry = toy_root
-    with caplog.at_level("WARNING", logger="embedrl.tcot"):
+    with caplog.at_level("WARNING", logger="embedrl.core.tcot"):
         evaluate(clip, registry, root, tmp_path / "out", datasets=["Toy-I2I"], reasoner=HalfBrokenReasoner(),
                  tcot_mode="both")
     score = json.loads(score_path(tmp_path / "out", load_registry(registry)[0]).read_text())
@@ -472,9 +473,9 @@ def test_report_rejects_non_leaderboard_json(tmp_path):
 
 def test_global_ranking_in_chunks_equals_one_shot(monkeypatch):
     import embedrl.eval.mmeb as mmeb
+    from embedrl.core.items import Item
+    from embedrl.data.evalset import EvalTask
     from embedrl.eval.metrics import rank_scores
-    from embedrl.eval.readers import EvalTask
-    from embedrl.items import Item
 
     rng = np.random.default_rng(0)
     q, c = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)

@@ -17,25 +17,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import SimulatedCrash, crash_before_shard
 from PIL import Image
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
+from embedrl.core.tcot_cache import CacheKey, TCoTCache
+from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
 from embedrl.index.build import (
     MANIFEST,
-    SimulatedCrash,
     add_to_index,
     build_from_vectors,
     build_index,
     load_manifest,
-    shard_path,
 )
-from embedrl.index.cache import CacheKey, TCoTCache
-from embedrl.index.corpus import Corpus, read_corpus
 from embedrl.index.search import Retriever
+from embedrl.index.shards import shard_path
 from embedrl.index.store import ItemStore
-from embedrl.items import Item
-from embedrl.tcot import TCoT, parse_tcot, render_tcot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,11 +106,12 @@ def test_too_many_lists_for_the_corpus_is_refused(tmp_path):
         build_from_vectors(clustered(100, 16), tmp_path / "idx", factory="IVF256,Flat")
 
 
-def test_crash_then_resume_gives_the_uninterrupted_index(tmp_path):
+def test_crash_then_resume_gives_the_uninterrupted_index(tmp_path, monkeypatch):
     xb, xq = clustered(1000, 16), clustered(30, 16, seed=2)
     out = tmp_path / "idx"
-    with pytest.raises(SimulatedCrash):
-        build_from_vectors(xb, out, factory="IVF8,Flat", shard_size=150, crash_at=3)
+    with monkeypatch.context() as patch, pytest.raises(SimulatedCrash):
+        crash_before_shard(patch, 3)
+        build_from_vectors(xb, out, factory="IVF8,Flat", shard_size=150)
     assert not (out / MANIFEST).exists()  # nothing looks complete
     with pytest.raises(EmbedrlError, match="not a complete index.*resume"):
         Retriever.from_dir(out, load_model=False)
@@ -339,7 +340,7 @@ class SloppyReasoner(WordReasoner):
 
 def test_build_report_counts_the_tcots_that_fell_back_to_raw_input(tmp_path, clip, caplog):
     corpus = Corpus([Item(text=f"a {c} square", id=c) for c in list(COLORS)[:8]])
-    with caplog.at_level("WARNING", logger="embedrl.tcot"):
+    with caplog.at_level("WARNING", logger="embedrl.core.tcot"):
         build_index(clip, corpus, tmp_path / "idx", reasoner=SloppyReasoner(), cache=tmp_path / "cache.sqlite",
                     shard_size=4)
     report = json.loads((tmp_path / "idx" / "build_report.json").read_text())
@@ -348,11 +349,11 @@ def test_build_report_counts_the_tcots_that_fell_back_to_raw_input(tmp_path, cli
 
 
 def test_search_finds_the_gold_as_often_as_the_evaluation_harness_says(tmp_path, clip):
+    from embedrl.data.readers import read_task
     from embedrl.data.registry import load_registry
-    from embedrl.data.synth import generate_benchmark
     from embedrl.eval.metrics import evaluate_rankings
     from embedrl.eval.mmeb import evaluate_task
-    from embedrl.eval.readers import read_task
+    from embedrl.lab.synth.benchmark import generate_benchmark
 
     data = tmp_path / "synth"
     generate_benchmark(data, seed=0, size="tiny")
@@ -390,10 +391,12 @@ def test_tiny_reasoner_targets_are_generated_once(tmp_path, clip, tiny_reasoner_
     assert len(hits) == 4 and all(h.tcot for h in hits)
 
 
-def _cli(*args, env_extra=None, check=True):
+def _cli(*args, env_extra=None, check=True, kill_after_vectors=None):
+    """`embedrl ARGS` in a subprocess; with `kill_after_vectors`, SIGKILLed once that shard's vectors are written."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "embedrl", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300)
+    command = [sys.executable, "-m", "embedrl"] if kill_after_vectors is None else [
+        sys.executable, str(REPO / "tests" / "faults.py"), "--kill-after-vectors", str(kill_after_vectors), "--"]
+    proc = subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"embedrl {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc
@@ -409,7 +412,7 @@ def test_sigkill_during_build_then_resume(tmp_path, tiny_clip_dir, clip, image_f
     out = tmp_path / "idx"
     args = ["index", "build", "--model", str(tiny_clip_dir), "--corpus", str(image_folder), "--out", str(out),
             "--shard-size", "3"]
-    killed = _cli(*args, "--crash-at", "2", check=False)
+    killed = _cli(*args, check=False, kill_after_vectors=2)
     assert killed.returncode == -9  # SIGKILL, after writing shard 2's vectors but not its metadata
     assert shard_path(out, 2, ".npy").exists() and not shard_path(out, 2, ".json").exists()
     assert not (out / MANIFEST).exists()

@@ -6,8 +6,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item, load_image, read_pairs
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item, load_image
+from embedrl.data.pairs import read_pairs
 
 
 @pytest.fixture

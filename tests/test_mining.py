@@ -3,8 +3,8 @@
 import json
 
 from embedrl.cli import main
-from embedrl.io import read_jsonl
-from embedrl.items import read_pairs
+from embedrl.core.io import read_jsonl
+from embedrl.data.pairs import read_pairs
 from embedrl.models.base import load_embedder
 
 

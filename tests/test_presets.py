@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from embedrl.cli import main
-from embedrl.errors import EmbedrlError
-from embedrl.models.presets import PRESETS, make_preset
-from embedrl.tcot import SPECIAL_TOKENS
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.tcot import SPECIAL_TOKENS
+from embedrl.lab.presets import PRESETS, make_preset
 
 
 def _image(colour="red", size=(112, 112)):
@@ -97,7 +97,7 @@ def test_digits_preset_writes_numbers_digit_by_digit(tmp_path, tiny_reasoner_dir
     pieces = digits.tokenize("[437, 89, 599]")
     assert [p for p in pieces if p.isdigit()] == list("43789599")
     assert digits.decode(digits("[437, 89, 599]")["input_ids"]) == "[437, 89, 599]"
-    # the default preset merges digit runs (what the eval/README finding is about)
+    # the default preset merges digit runs (what the lab notebook's finding is about)
     assert any(len(p) > 1 and p.lstrip("Ġ").isdigit() for p in AutoTokenizer.from_pretrained(tiny_reasoner_dir).tokenize(
         "[437, 89, 599]"))
 
@@ -308,7 +308,7 @@ def test_console_script_reports_bad_out_without_traceback(tmp_path):
 
 @pytest.mark.parametrize("fixture,dim", [("tiny_clip_dir", 64), ("tiny_vlm_embedder_dir", 128)])
 def test_embedder_presets_load_through_load_embedder(request, fixture, dim):
-    from embedrl.items import Item
+    from embedrl.core.items import Item
     from embedrl.models.base import load_embedder
 
     embedder = load_embedder(str(request.getfixturevalue(fixture)))

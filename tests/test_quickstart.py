@@ -2,12 +2,12 @@
 
 import json
 
-import embedrl.quickstart as quickstart
+import embedrl.lab.quickstart as quickstart
 from embedrl.cli import main
 
 
 def _stages_run(caplog) -> list[str]:
-    return [r.message for r in caplog.records if r.name == "embedrl.pipeline" and r.message.endswith(" ...")]
+    return [r.message for r in caplog.records if r.name == "embedrl.lab.pipeline" and r.message.endswith(" ...")]
 
 
 def test_quickstart_tiny_end_to_end_resumes_after_a_crash(tmp_path, capsys, caplog, monkeypatch):
@@ -27,7 +27,7 @@ def test_quickstart_tiny_end_to_end_resumes_after_a_crash(tmp_path, capsys, capl
 
     # the rerun redoes only the failed stage
     caplog.clear()
-    with caplog.at_level("INFO", logger="embedrl.pipeline"):
+    with caplog.at_level("INFO", logger="embedrl.lab.pipeline"):
         assert main(argv) == 0
     assert _stages_run(caplog) == ["[quickstart] index ..."]
     printed = capsys.readouterr().out
@@ -45,7 +45,7 @@ def test_quickstart_tiny_end_to_end_resumes_after_a_crash(tmp_path, capsys, capl
 
     # a third run finds every stage done and redoes none of them
     caplog.clear()
-    with caplog.at_level("INFO", logger="embedrl.pipeline"):
+    with caplog.at_level("INFO", logger="embedrl.lab.pipeline"):
         assert main(argv) == 0
     assert _stages_run(caplog) == [] and any("already done" in r.message for r in caplog.records)
     assert json.loads((out / "report.json").read_text())["ablation"] == report["ablation"]

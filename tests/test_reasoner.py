@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from embedrl.cli import main
-from embedrl.data.synth import generate_benchmark
-from embedrl.index.cache import TCoTCache
-from embedrl.items import Item, read_pairs
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT
+from embedrl.core.tcot_cache import TCoTCache
+from embedrl.data.pairs import read_pairs
+from embedrl.lab.synth.benchmark import generate_benchmark
 from embedrl.models.prompts import PROMPT_VERSION, build_messages, modality_of
 from embedrl.models.reasoner import Reasoner, load_reasoner
-from embedrl.tcot import TCoT
 from embedrl.train.reasoner_sft import make_dataset, sft_examples
 
 RECIPE = Path(__file__).resolve().parents[1] / "train" / "reasoner_sft_tiny.yaml"
@@ -108,7 +109,7 @@ def test_cache_key_and_t_cot_cache_hit_on_second_pass(tiny_reasoner_dir, items, 
 
 
 def test_modalities_leave_other_items_raw_without_generating(tiny_reasoner_dir, items, pairs, tmp_path):
-    from embedrl.errors import EmbedrlError
+    from embedrl.core.errors import EmbedrlError
 
     reasoner = load_reasoner(tiny_reasoner_dir, device="cpu", cache=tmp_path / "tcot.sqlite", max_new_tokens=8,
                              modalities=["image", "video"])
@@ -209,8 +210,8 @@ WARMUP_RECIPE = RECIPE.parent / "reasoner_warmup_tiny.yaml"
 
 
 def test_warmup_captions_name_every_object_most_salient_first(tmp_path):
-    from embedrl.data.synth_scenes import Scene, salience_order
-    from embedrl.train.reasoner_warmup import render_scenes
+    from embedrl.lab.synth.scenes import Scene, salience_order
+    from embedrl.lab.warmup import render_scenes
 
     rows = render_scenes(tmp_path / "scenes", 6, seed=3)
     assert len(rows) == 6 and all(Path(r["image"]).is_file() for r in rows)
@@ -220,7 +221,7 @@ def test_warmup_captions_name_every_object_most_salient_first(tmp_path):
                                                     "spacing": 8, "phase": 0},
                              "objects": [{"shape": "circle", "colour": "red", "size": "small", "position": "left"},
                                          {"shape": "square", "colour": "blue", "size": "large", "position": "top"}]})
-    from embedrl.train.reasoner_warmup import caption
+    from embedrl.lab.warmup import caption
 
     parts = caption(scene).split("; ")
     assert [p.split(" ")[:3] for p in parts] == [scene.objects[i].describe().split() for i in salience_order(scene)]
@@ -229,8 +230,8 @@ def test_warmup_captions_name_every_object_most_salient_first(tmp_path):
 
 def test_warmup_refer_examples_name_the_one_object_their_phrase_picks_out(tmp_path):
     """`tasks: [caption, refer]`: each scene also teaches reading a phrase in the benchmark's synonyms."""
-    from embedrl.data.synth_text import COLOUR_WORDS, SHAPE_WORDS
-    from embedrl.train.reasoner_warmup import (
+    from embedrl.lab.synth.text import COLOUR_WORDS, SHAPE_WORDS
+    from embedrl.lab.warmup import (
         ReasonerWarmupConfig,
         object_words,
         refer_rows,
@@ -262,7 +263,13 @@ def test_warmup_refer_examples_name_the_one_object_their_phrase_picks_out(tmp_pa
 def test_warmup_edit_examples_describe_the_object_as_the_change_leaves_it(tmp_path):
     """`tasks: [..., edit]`: a requested change of one object -> that object after the change, so the
     reasoner learns what a composed query's T-CoT must say (what the edit makes, not what it replaces)."""
-    from embedrl.train.reasoner_warmup import edit_rows, object_words, render_scenes, sample_scenes, warmup_examples
+    from embedrl.lab.warmup import (
+        edit_rows,
+        object_words,
+        render_scenes,
+        sample_scenes,
+        warmup_examples,
+    )
 
     rows = render_scenes(tmp_path / "scenes", 40, seed=2)
     edits = edit_rows(rows, seed=2)
@@ -307,7 +314,7 @@ def test_freeze_vision_trains_the_language_side_only(bench, tiny_reasoner_dir, t
 def test_sft_keeps_the_checkpoint_whose_probe_t_cots_are_most_often_usable(bench, tiny_reasoner_dir, tmp_path):
     """`probe_data`: every saved checkpoint writes T-CoTs for the probe items; the saved reasoner is the
     checkpoint with the largest usable share (rotation keeps it), also across a resume."""
-    from embedrl.errors import EmbedrlError
+    from embedrl.core.errors import EmbedrlError
     from embedrl.train.reasoner_sft import PROBE_FILE, build_config
 
     out = tmp_path / "sft"

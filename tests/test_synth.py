@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from embedrl.cli import main
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import read_jsonl
+from embedrl.core.items import Item
+from embedrl.core.tcot import check_evidence, parse_tcot, render_tcot
+from embedrl.data.pairs import read_pairs
 from embedrl.data.registry import load_registry
-from embedrl.data.synth import SIZES, generate_benchmark, read_meta
-from embedrl.data.synth_scenes import CANVAS, Scene, render, scene_diff
-from embedrl.data.synth_tasks import TASK_NAMES, TASKS
-from embedrl.data.synth_text import SHAPE_PLURALS
-from embedrl.errors import EmbedrlError
-from embedrl.io import read_jsonl
-from embedrl.items import Item, read_pairs
-from embedrl.tcot import check_evidence, parse_tcot, render_tcot
+from embedrl.lab.synth.benchmark import SIZES, generate_benchmark, read_meta
+from embedrl.lab.synth.scenes import CANVAS, Scene, render, scene_diff
+from embedrl.lab.synth.tasks import TASK_NAMES, TASKS
+from embedrl.lab.synth.text import SHAPE_PLURALS
 
 SEED = 3
 
@@ -64,7 +65,7 @@ def test_layout_counts_and_registry(bench):
 
 
 def test_eval_sets_read_by_the_harness_readers(bench):
-    from embedrl.eval.readers import read_task
+    from embedrl.data.readers import read_task
 
     for spec in load_registry(bench / "registry.yaml"):
         task = read_task(spec, bench)
@@ -239,11 +240,9 @@ def test_oracle_rows_point_at_their_rows(bench):
 
 
 def test_annotator_tcots_cover_every_eval_item_and_feed_the_ceiling_script(synth_tiny_dir, tiny_clip_dir):
-    import runpy
-
-    from embedrl.data.synth import annotator_tcots, media_key
+    from embedrl.data.readers import read_task
     from embedrl.eval.mmeb import load_specs
-    from embedrl.eval.readers import read_task
+    from embedrl.lab.diagnostics.heldout import annotator_tcots, media_key
 
     tcots = annotator_tcots(seed=0, size="tiny")
     for spec in load_specs(synth_tiny_dir / "registry.yaml"):
@@ -253,8 +252,9 @@ def test_annotator_tcots_cover_every_eval_item_and_feed_the_ceiling_script(synth
             assert tcot.valid and tcot.has_evidence
             if item.text and not item.image and not item.frames:
                 assert all(k.lower() in item.text.lower() for k in tcot.keywords)  # copied from the text
-    script = Path(__file__).resolve().parents[1] / "eval" / "oracle_ceiling.py"
-    rows = runpy.run_path(str(script))["main"](["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
+    from embedrl.lab.diagnostics import oracle_ceiling
+
+    rows = oracle_ceiling.main(["--embedder", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
                                                 "--queries", "3"])
     assert set(rows) == {"raw", "oracle query T-CoT", "annotator T-CoT, both sides"}
     assert all(0 <= v <= 100 for r in rows.values() for v in r.values())
@@ -264,9 +264,9 @@ def test_annotator_tcots_cover_every_eval_item_and_feed_the_ceiling_script(synth
 def test_annotated_query_tcot_is_about_what_its_text_names(name):
     """An image + text query's teacher T-CoT boxes the objects its question, expression or edit
     names (what must be matched), not the picture's most salient ones."""
-    from embedrl.data.synth import _examples
-    from embedrl.data.synth_scenes import salience_order
-    from embedrl.data.synth_tasks import annotate
+    from embedrl.lab.synth.benchmark import _examples
+    from embedrl.lab.synth.scenes import salience_order
+    from embedrl.lab.synth.tasks import annotate
 
     task = next(t for t in TASKS if t.name == name)
     examples = _examples(task, SEED, "train", 40, 3, {})
@@ -284,8 +284,8 @@ def test_a_composed_query_tcot_says_what_the_change_makes():
     """What a composed query must match is the edited picture: its teacher T-CoT names the edited
     object as the change leaves it (the positive), not as the unchanged picture shows it (the
     query's own image, one of its hard negatives)."""
-    from embedrl.data.synth import _examples
-    from embedrl.data.synth_tasks import annotate
+    from embedrl.lab.synth.benchmark import _examples
+    from embedrl.lab.synth.tasks import annotate
 
     task = next(t for t in TASKS if t.name == "Synth-Composed")
     changed = 0
@@ -302,31 +302,30 @@ def test_a_composed_query_tcot_says_what_the_change_makes():
 
 def test_composed_edits_match_the_held_out_queries_and_the_reading_script_runs(synth_tiny_dir, tiny_reasoner_dir):
     """Every held-out composed query has its edit rebuilt (before / after words), and
-    eval/composed_reading.py reads a reasoner's T-CoTs for them."""
-    import runpy
+    embedrl.lab.diagnostics.composed_reading reads a reasoner's T-CoTs for them."""
 
-    from embedrl.data.synth import composed_edits, media_key
+    from embedrl.data.readers import read_task
     from embedrl.eval.mmeb import load_specs
-    from embedrl.eval.readers import read_task
+    from embedrl.lab.diagnostics.heldout import composed_edits, media_key
 
     spec = {s.name: s for s in load_specs(synth_tiny_dir / "registry.yaml")}["Synth-Composed"]
     queries = read_task(spec, synth_tiny_dir).queries
     edits = composed_edits(seed=0, size="tiny")
     pairs = [edits[media_key(q.text, q.image, q.frames)] for q in queries]
     assert len(pairs) == len(queries) and any(before != after for before, after in pairs)
-    script = Path(__file__).resolve().parents[1] / "eval" / "composed_reading.py"
-    rows = runpy.run_path(str(script))["main"](["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir)])
+    from embedrl.lab.diagnostics import composed_reading
+
+    rows = composed_reading.main(["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir)])
     (row,) = rows.values()
     assert set(row) == {"usable", "names the result", "names the unchanged object"}
     assert all(0 <= v <= 100 for v in row.values())
 
 
 def test_the_reading_script_asks_grounding_phrases_and_composed_edits(synth_tiny_dir, tiny_reasoner_dir):
-    """eval/reading.py: the warm-up's refer, caption and edit prompts on the held-out queries."""
-    import runpy
+    """embedrl.lab.diagnostics.reading: the warm-up's refer, caption and edit prompts on the held-out queries."""
+    from embedrl.lab.diagnostics import reading
 
-    script = Path(__file__).resolve().parents[1] / "eval" / "reading.py"
-    rows = runpy.run_path(str(script))["main"](["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir),
+    rows = reading.main(["--data", str(synth_tiny_dir), "--reasoner", str(tiny_reasoner_dir),
                                                 "--queries", "6"])
     (row,) = rows.values()
     assert set(row) == {"names the referred object", "caption's first object", "names the edit's result",

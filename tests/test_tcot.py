@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from embedrl.items import Item
-from embedrl.tcot import (
+from embedrl.core.items import Item
+from embedrl.core.tcot import (
     MAX_BOXES,
     MAX_KEYWORDS,
     TCoT,

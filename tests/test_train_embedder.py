@@ -12,10 +12,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from embedrl.cli import main
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item, read_pairs
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item
+from embedrl.core.tcot import parse_tcot
+from embedrl.data.pairs import read_pairs
 from embedrl.models.base import load_embedder
-from embedrl.tcot import parse_tcot
 from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset, check_tcot_coverage
 from embedrl.train.embedder import ContrastiveModel, EmbedderTrainer, build_config
 from embedrl.train.losses import InfoNCELoss, contrastive_logits
@@ -146,7 +147,7 @@ def test_batches_come_from_one_dataset_each_with_weights():
 
 def test_hard_negatives_are_conditioned_on_their_own_tcots(tiny_clip_dir, caplog):
     """With use_tcot, a positive with evidence against bare negatives is a shortcut; negatives get theirs."""
-    from embedrl.items import Pair
+    from embedrl.core.items import Pair
 
     tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
     pair = Pair(query=Item(text="a red circle"), pos=Item(text="red circle"), negs=[Item(text="blue circle")],
@@ -276,7 +277,7 @@ def test_two_process_training_scores_each_query_against_the_global_batch(tiny_cl
 
 def test_tcot_dropout_leaves_whole_sides_raw(tiny_clip_dir):
     """Dropout drops a side's T-CoTs for every item of the batch at once (never the positive alone)."""
-    from embedrl.items import Pair
+    from embedrl.core.items import Pair
 
     tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
     pairs = [Pair(query=Item(text=f"q{i}"), pos=Item(text=f"p{i}"), negs=[Item(text=f"n{i}")],
@@ -303,7 +304,7 @@ def test_tcot_dropout_leaves_whole_sides_raw(tiny_clip_dir):
 def test_tcot_negatives_pair_each_item_with_another_pairs_evidence(tiny_clip_dir):
     """Swapped-evidence candidates: the pair's own item with a batch partner's T-CoT, on both sides;
     none where the partner's T-CoT says the same, none on a side left raw."""
-    from embedrl.items import Pair
+    from embedrl.core.items import Pair
 
     tcot = '<thinking>{"text_keywords": ["%s"]}</thinking><rethink>r</rethink><answer>%s</answer>'
     words = ["red", "blue", "blue"]  # pairs 1 and 2 share their evidence: no swap between them

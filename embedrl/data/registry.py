@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
 
 MODALITIES = ("image", "video", "visdoc")
 SCOPES = ("local", "global")

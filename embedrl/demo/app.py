@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from embedrl.core.errors import EmbedrlError
 from embedrl.demo import views
 from embedrl.demo.backend import MAX_K, DemoBackend, hit_label
 from embedrl.demo.uploads import (
@@ -37,7 +38,6 @@ from embedrl.demo.uploads import (
     check_image_upload,
     set_pil_limit,
 )
-from embedrl.errors import EmbedrlError
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item, load_image
+from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.demo import views
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item, load_image
-from embedrl.tcot import TCoT, parse_tcot
 
 if TYPE_CHECKING:
     from embedrl.index.search import Hit, Retriever

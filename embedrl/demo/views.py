@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from embedrl.tcot import TCoT, box_to_pixels
+from embedrl.core.tcot import TCoT, box_to_pixels
 
 THUMB_SIDE = 320       # gallery cells
 CARD_SIDE = 240        # text items as cards: drawn small so their letters stay legible when shown small

@@ -37,9 +37,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import ensure_dir, read_json, write_json, write_jsonl
+from embedrl.core.tcot import TCOT_MODES, mode_covers, tcot_usage, warn_broken
+from embedrl.data.evalset import EvalTask, MissingData
+from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec, load_registry
-from embedrl.errors import EmbedrlError
-from embedrl.eval import TCOT_MODES, mode_covers
 from embedrl.eval.metrics import (
     DEFAULT_KS,
     main_metric_value,
@@ -47,14 +50,11 @@ from embedrl.eval.metrics import (
     query_metrics,
     rank_scores,
 )
-from embedrl.eval.readers import EvalTask, MissingData, read_task
-from embedrl.io import ensure_dir, read_json, write_json, write_jsonl
-from embedrl.tcot import tcot_usage, warn_broken
 
 if TYPE_CHECKING:
-    from embedrl.items import Item
+    from embedrl.core.items import Item
+    from embedrl.core.tcot import TCoT
     from embedrl.models.base import Embedder
-    from embedrl.tcot import TCoT
 
 logger = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from typing import Any
 
 import yaml
 
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import read_json
 from embedrl.data.registry import MODALITIES, DatasetSpec
-from embedrl.errors import EmbedrlError
 from embedrl.eval.metrics import main_metric_value
 from embedrl.eval.mmeb import RESULTS_NAME, load_specs
-from embedrl.io import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
     from embedrl.index.build import build_index, build_from_vectors, add_to_index
     from embedrl.index.search import Retriever, Hit
-    from embedrl.index.cache import TCoTCache          # shared with training and evaluation
-    from embedrl.index.corpus import read_corpus, Corpus
+    from embedrl.core.tcot_cache import TCoTCache          # shared with training and evaluation
+    from embedrl.data.corpus import read_corpus, Corpus
 
 Modules import faiss only inside the functions that use it, so importing this package is cheap.
 Tests: tests/test_index.py. Recipes: index/README.md.

@@ -9,7 +9,7 @@ Vectors: N random unit vectors (the worst case for approximate search: no struct
 exploit; queries are independent random vectors), `structured` ones (a Gaussian mixture in a
 64-dimensional subspace, a stand-in for learned embeddings), or real embeddings from a
 `.npy` file or an index directory's shards (queries: `nq` rows held out of the database).
-autofaiss's automatically chosen index is added when `autofaiss` imports (bench extra).
+autofaiss's automatically chosen index is added when `autofaiss` is installed (`pip install autofaiss`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
 from embedrl.index import faiss_index as fx
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _autofaiss_row(xb, xq, truth, k, latency_queries) -> BenchRow | None:
     try:
         from autofaiss import build_index as autofaiss_build
     except ImportError:
-        logger.info("autofaiss is not installed (pip install 'embedrl[bench]'); skipping its row")
+        logger.info("autofaiss is not installed (pip install autofaiss); skipping its row")
         return None
     t0 = time.perf_counter()
     budget_gb = fx.memory_budget() >> 30  # half of RAM for the index, three quarters to build it

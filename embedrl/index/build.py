@@ -2,11 +2,9 @@
 
     build_index(embedder, corpus, out, reasoner=None, factory=None, ...)
 
-1. The corpus is cut into shards of `shard_size` items. Under `accelerate launch` rank r
-   encodes shards i with i % world_size == r; each finished shard is written atomically
-   (`shards/shard_00012.npy`, then `shard_00012.json` which marks it complete) and skipped
-   on a rerun, so a killed build resumes where it stopped. A shard's contents do not depend
-   on the number of processes, so N processes build the same index as one.
+1. The corpus is cut into shards of `shard_size` items (`embedrl.index.shards`). Under
+   `accelerate launch` rank r encodes shards i with i % world_size == r; each finished shard
+   is written atomically and skipped on a rerun, so a killed build resumes where it stopped.
 2. With a reasoner, each item's target-role T-CoT comes from the shared T-CoT cache (or is
    generated once and cached) and is encoded with the item; a broken T-CoT leaves its item raw,
    and `build_report.json` counts those (`tcots`), with a warning when they pass a fifth.
@@ -27,24 +25,32 @@ import json
 import logging
 import os
 import platform
-import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import ensure_dir, read_json, write_json
+from embedrl.core.items import Item
+from embedrl.core.tcot import merge_usage, warn_broken
+from embedrl.core.tcot_cache import ReasonerLike, TCoTCache, reasoner_key
+from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
-from embedrl.index.cache import ReasonerLike, TCoTCache, reasoner_key
-from embedrl.index.corpus import Corpus, read_corpus
+from embedrl.index.shards import (
+    SHARDS_DIR,
+    EncodedShard,
+    ShardEncoder,
+    encode_shards,
+    make_item_encoder,
+    num_shards,
+    read_shard,
+    shard_done,
+)
 from embedrl.index.store import ItemStore
-from embedrl.io import atomic_write, ensure_dir, read_json, write_json
-from embedrl.items import Item, load_image
-from embedrl.tcot import TCoT, merge_usage, render_tcot, tcot_usage, warn_broken
 
 if TYPE_CHECKING:
     from embedrl.models.base import Embedder
@@ -57,165 +63,8 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 STORE_FILE = "store.sqlite"
 REPORT_FILE = "build_report.json"
-SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
 METRIC = "inner_product"
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by `crash_at` so tests can interrupt a build at a chosen shard."""
-
-
-@dataclass
-class EncodedShard:
-    """One shard's output: vectors for the kept corpus positions, and what was skipped."""
-
-    vectors: np.ndarray
-    rows: list[int]
-    tcots: list[str | None]
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-# (start, stop) corpus positions -> EncodedShard
-ShardEncoder = Callable[[int, int], EncodedShard]
-
-
-# ---------------------------------------------------------------- shards
-
-def shard_path(out: str | os.PathLike, i: int, suffix: str) -> Path:
-    return Path(out) / SHARDS_DIR / f"shard_{i:05d}{suffix}"
-
-
-def num_shards(n: int, shard_size: int) -> int:
-    return (n + shard_size - 1) // shard_size
-
-
-def shard_done(out: str | os.PathLike, i: int) -> bool:
-    """A shard is complete when its metadata (written after its vectors) exists and agrees with them."""
-    meta_path, npy_path = shard_path(out, i, ".json"), shard_path(out, i, ".npy")
-    if not (meta_path.is_file() and npy_path.is_file()):
-        return False
-    try:
-        meta = json.loads(meta_path.read_text())
-        vectors = np.load(npy_path, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return vectors.shape[0] == len(meta.get("rows", ()))
-
-
-def write_shard(out: str | os.PathLike, i: int, shard: EncodedShard, start: int, stop: int,
-                _kill_between: bool = False) -> None:
-    with atomic_write(shard_path(out, i, ".npy"), "wb") as f:
-        np.save(f, np.ascontiguousarray(shard.vectors, dtype=np.float32))
-    if _kill_between:  # a crash between the two writes: vectors on disk, shard not complete
-        os.kill(os.getpid(), signal.SIGKILL)
-    write_json(shard_path(out, i, ".json"), {
-        "shard": i, "start": start, "stop": stop, "rows": shard.rows, "tcots": shard.tcots,
-        "skipped": shard.skipped, "stats": shard.stats})
-
-
-def read_shard(out: str | os.PathLike, i: int, mmap: bool = True) -> tuple[dict, np.ndarray]:
-    meta = read_json(shard_path(out, i, ".json"))
-    vectors = np.load(shard_path(out, i, ".npy"), mmap_mode="r" if mmap else None)
-    return meta, vectors
-
-
-def encode_shards(out: str | os.PathLike, n: int, shard_size: int, encode: ShardEncoder,
-                  rank: int = 0, world_size: int = 1, crash_at: int | None = None,
-                  crash_mode: str = "raise") -> dict[str, int]:
-    """Encode this rank's unfinished shards; returns counts of shards encoded and reused.
-
-    `crash_at` (a shard number) simulates a crash there: "raise" raises `SimulatedCrash`
-    before encoding it; "sigkill" encodes it, writes its vectors and SIGKILLs this process
-    before the shard is marked complete (the worst moment).
-    """
-    from tqdm.auto import tqdm
-
-    mine = [i for i in range(num_shards(n, shard_size)) if i % world_size == rank]
-    todo = [i for i in mine if not shard_done(out, i)]
-    if len(todo) < len(mine):
-        logger.info("rank %d: %d of %d shard(s) already done, resuming", rank, len(mine) - len(todo), len(mine))
-    bar = tqdm(total=sum(min(shard_size, n - i * shard_size) for i in todo), unit="item",
-               desc=f"encoding (rank {rank})" if world_size > 1 else "encoding", position=rank,
-               disable=None)
-    for i in todo:
-        start, stop = i * shard_size, min(n, (i + 1) * shard_size)
-        if crash_at is not None and i == crash_at and crash_mode == "raise":
-            raise SimulatedCrash(f"simulated crash at shard {i}")
-        t0 = time.perf_counter()
-        shard = encode(start, stop)
-        shard.stats.update(seconds=round(time.perf_counter() - t0, 3), rank=rank)
-        write_shard(out, i, shard, start, stop, _kill_between=crash_at == i and crash_mode == "sigkill")
-        bar.update(stop - start)
-    bar.close()
-    return {"encoded": len(todo), "reused": len(mine) - len(todo)}
-
-
-# ---------------------------------------------------------------- encoding items
-
-def _media_problem(item: Item) -> str | None:
-    try:
-        for media in ([item.image] if item.image is not None else []) + list(item.frames or []):
-            load_image(media)
-    except EmbedrlError as e:
-        return str(e)
-    return None
-
-
-def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike | None = None,
-                      cache: TCoTCache | None = None, batch_size: int = 32) -> ShardEncoder:
-    """Shard encoder over corpus items: T-CoTs (target role, cached) then the embedder.
-
-    When the reasoner or the embedder fails on a shard, the items' media are checked one by
-    one; unreadable ones are skipped (and reported) and the rest encoded. A failure with no
-    unreadable item is a real error and propagates.
-    """
-
-    def encode(start: int, stop: int) -> EncodedShard:
-        items = corpus.items[start:stop]
-        keep = list(range(len(items)))
-        skipped: dict[int, str] = {}
-
-        def attempt(fn: Callable[[list[int]], Any]) -> Any:
-            nonlocal keep
-            try:
-                return fn(keep)
-            except (EmbedrlError, OSError) as error:
-                bad = {i: p for i in keep if (p := _media_problem(items[i]))}
-                if not bad:
-                    raise
-                logger.warning("skipping %d unreadable item(s) in %d-%d (%s)", len(bad), start, stop, error)
-                skipped.update(bad)
-                keep = [i for i in keep if i not in bad]
-                return fn(keep) if keep else None
-
-        tcots: dict[int, TCoT] = {}
-        stats: dict[str, Any] = {}
-        if reasoner is not None:
-            assert cache is not None
-            hits, misses = cache.hits, cache.misses
-            got = attempt(lambda idx: dict(zip(idx, cache.get_or_generate(
-                [items[i] for i in idx], "target", reasoner))))
-            tcots = got or {}
-            stats.update(tcot_hits=cache.hits - hits, tcot_misses=cache.misses - misses)
-
-        def embed(idx: list[int]) -> tuple[list[int], np.ndarray]:
-            t = [tcots[i] for i in idx] if reasoner is not None else None
-            x = embedder.encode([items[i] for i in idx], tcots=t, batch_size=batch_size, show_progress=False)
-            return list(idx), x.detach().cpu().numpy().astype(np.float32)
-
-        done = attempt(embed)
-        rows, vectors = done if done else ([], np.zeros((0, embedder.dim), np.float32))
-        if reasoner is not None:
-            stats["tcots"] = tcot_usage([items[i] for i in rows], [tcots.get(i) for i in rows])
-        return EncodedShard(
-            vectors=vectors, rows=[start + i for i in rows],
-            tcots=[render_tcot(tcots[i]) if tcots.get(i) is not None else None for i in rows],
-            skipped=[{"pos": start + i, "id": items[i].id, "reason": reason} for i, reason in sorted(skipped.items())],
-            stats=stats)
-
-    return encode
 
 
 # ---------------------------------------------------------------- plan, manifest, state
@@ -403,8 +252,7 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
 
 def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int, manifest_head: dict[str, Any],
          item_of: Callable[[int], dict], fields_of: Callable[[int], dict], factory: str | None, shard_size: int,
-         gpu: bool, crash_at: int | None, crash_mode: str, overwrite: bool, max_bytes: int | None,
-         state) -> dict[str, Any]:
+         gpu: bool, overwrite: bool, max_bytes: int | None, state) -> dict[str, Any]:
     if shard_size < 1:
         raise EmbedrlError("shard size must be at least 1")
     if gpu:
@@ -415,7 +263,7 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
     if done is not None:
         logger.info("%s is already a complete index (%d vectors); nothing to do", out, done.get("count", 0))
         return done
-    counts = encode_shards(out, n, shard_size, encode, state.process_index, state.num_processes, crash_at, crash_mode)
+    counts = encode_shards(out, n, shard_size, encode, state.process_index, state.num_processes)
     logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
     state.wait_for_everyone()
     if state.is_main_process:
@@ -432,8 +280,7 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
 
 def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str | os.PathLike,
                 reasoner: ReasonerLike | None = None, factory: str | None = None,
-                shard_size: int = SHARD_SIZE, gpu: bool = False, crash_at: int | None = None,
-                crash_mode: str = "raise", cache: TCoTCache | str | os.PathLike | None = None,
+                shard_size: int = SHARD_SIZE, gpu: bool = False, cache: TCoTCache | str | os.PathLike | None = None,
                 batch_size: int = 32, overwrite: bool = False, max_bytes: int | None = None,
                 distributed: bool = True) -> dict[str, Any]:
     """Build (or resume building) an index of `corpus` in `out`; returns the manifest.
@@ -457,13 +304,12 @@ def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str
     encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
     return _run(out, len(corpus), plan, encode, info["dim"], head,
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, crash_at, crash_mode, overwrite, max_bytes, state)
+                gpu, overwrite, max_bytes, state)
 
 
 def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Sequence[Item] | None = None,
                        fields: Sequence[dict] | None = None, factory: str | None = None,
-                       shard_size: int = SHARD_SIZE * 16, gpu: bool = False, crash_at: int | None = None,
-                       overwrite: bool = False, max_bytes: int | None = None,
+                       shard_size: int = SHARD_SIZE * 16, gpu: bool = False, overwrite: bool = False, max_bytes: int | None = None,
                        embedder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Index precomputed embeddings (rows of `vectors`), resumable like `build_index`.
 
@@ -489,7 +335,7 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
     return _run(Path(out), len(vectors), plan, encode, dim, {"embedder": info, "reasoner": None,
                 "corpus": {"source": "vectors", "kind": "vectors", "count": len(vectors)}},
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, crash_at, "raise", overwrite, max_bytes, _SingleProcess())
+                gpu, overwrite, max_bytes, _SingleProcess())
 
 
 def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:

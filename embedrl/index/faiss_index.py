@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
 
 logger = logging.getLogger(__name__)
 

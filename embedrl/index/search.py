@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item
+from embedrl.core.tcot import parse_tcot
+from embedrl.core.tcot_cache import ReasonerLike, TCoTCache
 from embedrl.index import faiss_index as fx
 from embedrl.index.build import check_embedder, load_manifest, reasoner_info
-from embedrl.index.cache import ReasonerLike, TCoTCache
 from embedrl.index.store import ItemStore
-from embedrl.items import Item
-from embedrl.tcot import parse_tcot
 
 if TYPE_CHECKING:
     from embedrl.models.base import Embedder

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedrl.errors import EmbedrlError
+from embedrl.core.errors import EmbedrlError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (

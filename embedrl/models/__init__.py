@@ -1,1 +1,2 @@
-"""Models: the Reasoner, the Embedder backends (VLM `<emb>`, open_clip) and the tiny presets."""
+"""Models: the Embedder interface and its backends (VLM `<emb>`, open_clip), HF loading, and the
+Reasoner with its prompts."""

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import ensure_dir, write_json
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import ensure_dir, write_json
 
 if TYPE_CHECKING:
     import torch
 
-    from embedrl.items import Item
-    from embedrl.tcot import TCoT
+    from embedrl.core.items import Item
+    from embedrl.core.tcot import TCoT
 
 CONFIG_NAME = "embedrl.json"
 # LoRA targets for VLM backbones (embedder and reasoner): the language model's projections

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from embedrl.items import Item
+from embedrl.core.items import Item
 from embedrl.models.base import Embedder, autocast, to_device
 
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item, load_image
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item, load_image
+from embedrl.core.tcot import TCoT, materialize, usable_tcot
 from embedrl.models.base import CONFIG_NAME, Embedder
-from embedrl.tcot import TCoT, materialize, usable_tcot
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import read_json
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import read_json
 
 
 def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[str, Any] | None = None,

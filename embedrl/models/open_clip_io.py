@@ -19,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import atomic_write, ensure_dir
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import atomic_write, ensure_dir
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"

@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from embedrl.items import Item
+from embedrl.core.items import Item
 
 ROLES = ("query", "target")
 MODALITIES = ("text", "image", "video", "document")

@@ -11,7 +11,7 @@ padding, and results come back in input order. Parsing never raises: a broken ge
 is a `TCoT` with `valid=False`; each returned TCoT also carries the raw text in `.raw`.
 
 T-CoT cache: `cache_key` is (reasoner id, weights hash, prompt version), what
-`embedrl.index.cache.TCoTCache` keys on. With `cache=` set (a `TCoTCache`, a path, or True
+`embedrl.core.tcot_cache.TCoTCache` keys on. With `cache=` set (a `TCoTCache`, a path, or True
 for the default location), greedy single-sample `generate` calls read and fill that cache,
 so a target is reasoned about once and reused by training, indexing and evaluation. Sampled
 calls (num_samples > 1, do_sample, or other per-call settings) always generate.
@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import ensure_dir, write_json
-from embedrl.items import Item
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import ensure_dir, write_json
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.models.prompts import MODALITIES, PROMPT_VERSION, ROLES, build_messages, modality_of
-from embedrl.tcot import TCoT, parse_tcot
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _hub_commit(repo_id: str) -> str | None:
 def _open_cache(cache):
     if cache is None or cache is False:
         return None
-    from embedrl.index.cache import TCoTCache
+    from embedrl.core.tcot_cache import TCoTCache
 
     if isinstance(cache, TCoTCache):
         return cache
@@ -101,7 +101,7 @@ class Reasoner:
         self.processor = processor
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size  # items per generate call (32 runs the tiny preset 1.75x faster than 8 on CPU)
+        self.batch_size = batch_size  # items per generate call
         self.cache = _open_cache(cache)
         self.generated_items = 0  # items actually generated for (cache misses included), for bookkeeping
         self._weights_hash = weights_hash

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import ensure_dir
-from embedrl.items import Item, load_image
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import ensure_dir
+from embedrl.core.items import Item, load_image
+from embedrl.core.tcot import TCoT, materialize, render_tcot, usable_tcot
 from embedrl.models.base import LORA_TARGETS, Embedder
-from embedrl.tcot import TCoT, materialize, render_tcot, usable_tcot
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from torch.utils.data import Dataset, Sampler
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import Item, Pair
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import Item, Pair
+from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.models.base import Embedder
-from embedrl.tcot import TCoT, parse_tcot
 
 logger = logging.getLogger(__name__)
 

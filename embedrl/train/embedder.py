@@ -3,7 +3,7 @@
 A `transformers.Trainer` subclass, so accelerate (DDP), DeepSpeed ZeRO and FSDP work
 unchanged. What it adds:
   - symmetric InfoNCE over the global batch: queries and targets of every process are
-    gathered *with gradient* (`embedrl.dist.gather_with_grad`), plus hard negatives
+    gathered *with gradient* (`embedrl.core.dist.gather_with_grad`), plus hard negatives
     from the pairs' `neg_*` fields;
   - GradCache (`gradcache_chunk_size > 0`): embeddings are computed in chunks without a
     graph, the loss's gradient w.r.t. each embedding is taken once, then each chunk is
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from embedrl.errors import EmbedrlError
-from embedrl.items import read_pairs
+from embedrl.core.errors import EmbedrlError
+from embedrl.data.pairs import read_pairs
 from embedrl.models.base import Embedder, load_embedder
 from embedrl.train.checkpoints import resume_checkpoint
 from embedrl.train.data import DatasetBatchSampler, PairCollator, PairDataset, check_tcot_coverage
@@ -200,7 +200,7 @@ class EmbedderTrainer(Trainer):
 
 
 def build_config(config_path: str | None, overrides: list[str] | None) -> EmbedderTrainingConfig:
-    from embedrl.config import build_config as _build
+    from embedrl.core.config import build_config as _build
 
     config = _build(EmbedderTrainingConfig, config_path, overrides, report_to="none",
                     remove_unused_columns=False, save_strategy="steps", save_steps=200, logging_steps=10)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedrl.dist import gather_with_grad
+from embedrl.core.dist import gather_with_grad
 
 
 def contrastive_logits(queries: torch.Tensor, targets: torch.Tensor, n_pos: int, scale: torch.Tensor | float,

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from embedrl.errors import EmbedrlError
-from embedrl.io import iter_jsonl, write_jsonl
-from embedrl.items import as_list, pair_from_row
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import iter_jsonl, write_jsonl
+from embedrl.data.pairs import as_list, pair_from_row
 from embedrl.models.base import Embedder
 
 logger = logging.getLogger(__name__)

@@ -26,15 +26,16 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from embedrl.config import build_config as _build_config
-from embedrl.errors import EmbedrlError
-from embedrl.io import read_json, write_json
-from embedrl.items import Item, Pair, check_item_media, read_pairs
+from embedrl.core.config import build_config as _build_config
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import read_json, write_json
+from embedrl.core.items import Item, Pair
+from embedrl.core.tcot import check_evidence, parse_tcot, tcot_usage
+from embedrl.data.pairs import check_item_media, read_pairs
 from embedrl.models.base import LORA_TARGETS
 from embedrl.models.hf import freeze_vision_tower
 from embedrl.models.prompts import ROLES, build_messages, modality_of
 from embedrl.models.reasoner import check_modalities
-from embedrl.tcot import check_evidence, parse_tcot, tcot_usage
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,8 @@ class ReasonerSFTConfig(SFTConfig):
     probe_data: str | None = field(default=None, metadata={
         "help": "Pairs JSONL whose items probe each saved checkpoint (every save_steps, and the last step): greedy "
                 "T-CoTs for its queries and positives, counted usable or broken. The run keeps the checkpoint whose "
-                "T-CoTs are most often usable instead of the last (probe.json says which). A tiny reasoner's share "
-                "swings between neighbouring checkpoints (44% and 88% 100 steps apart), and an embedder reads a "
-                "broken T-CoT as raw input. Items unseen in training (another draw) make it a validation set. "
+                "T-CoTs are most often usable instead of the last (probe.json says which): a small reasoner's share "
+                "can swing between neighbouring checkpoints, and an embedder reads a broken T-CoT as raw input. Items unseen in training (another draw) make it a validation set. "
                 "None: keep the last."})
     probe_data_root: str | None = field(default=None, metadata={
         "help": "Folder probe_data's media paths are relative to (default: the file's folder)."})

@@ -1,0 +1,116 @@
+"""`embedrl <group> <command> ...`: the command line only parses arguments and calls library code.
+
+One module per group here (`embedrl.cli.data`, `.train`, `.index`, `.eval`, `.demo`), each with
+`register(subparsers)`. This package is the composition root: it also lists, by name, the lab's
+commands (`embedrl.lab.cli`, `embedrl.lab.bench`: the quickstart, presets, the synthetic
+benchmark, the ablation, benchmarks), which add themselves to the same groups; the library never
+imports the lab. `main(argv)` takes a list, so tests call commands in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+
+from embedrl import __version__
+from embedrl.core.errors import EmbedrlError
+
+# "module:function" taking the top-level subparsers, called in this order: `--help` lists groups in
+# the order they are first made, and a group's commands in the order they are added to it.
+REGISTER: list[str] = [
+    "embedrl.lab.cli:register_quickstart",
+    "embedrl.cli.data:register",
+    "embedrl.cli.train:register",
+    "embedrl.cli.index:register",
+    "embedrl.cli.eval:register",
+    "embedrl.cli.demo:register",
+    "embedrl.lab.bench:register",
+    "embedrl.lab.cli:register",
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (no usage dump), exit code 2.
+
+    `lazy_epilog`, if set, is called for the epilog only when help is shown, so a command can list
+    what its heavy modules define (a config class's fields) without importing them on every run.
+    """
+
+    lazy_epilog: Callable[[], str] | None = None
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def format_help(self) -> str:  # noqa: D102
+        if self.lazy_epilog is not None and self.epilog is None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
+
+def lists_config_fields(parser: Parser, module: str, config_class: str) -> None:
+    """A config-driven command's `--help` ends with its config class's own fields (`module.config_class`,
+    imported only when help is shown); its description keeps the layout help gives it here."""
+    import textwrap
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(parser.description or "", 88)
+
+    def fields() -> str:
+        from embedrl.core.config import describe_fields
+
+        return describe_fields(getattr(importlib.import_module(module), config_class))
+
+    parser.lazy_epilog = fields
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="embedrl",
+        description="Train, index, serve and evaluate reasoning-driven multimodal embeddings.",
+    )
+    parser.add_argument("--version", action="version", version=f"embedrl {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only log warnings and errors")
+    sub = parser.add_subparsers(dest="group", metavar="<group>", parser_class=Parser)
+    for entry in REGISTER:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # A group without a command: show that group's help (or the top-level one).
+        (getattr(args, "group_parser", None) or parser).print_help()
+        return 2 if args.group else 0
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EmbedrlError as e:
+        print(f"embedrl: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("embedrl: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAction:
+    """The sub-parsers of command group `name`, made (with `help`) the first time it is asked for."""
+    if name in sub.choices:
+        return sub.choices[name].commands
+    group = sub.add_parser(name, help=help, description=help)
+    group.set_defaults(group_parser=group)
+    group.commands = group.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
+    return group.commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

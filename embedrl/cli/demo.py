@@ -1,0 +1,39 @@
+"""`embedrl demo --index DIR`: serve the Gradio retrieval demo over an index."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="interactive retrieval demo (Gradio) over an index",
+                       description="Serve a Gradio app that searches an index by text and/or image and "
+                                   "shows the query's and each result's T-CoT evidence.")
+    p.add_argument("--index", required=True, help="index directory (from `embedrl index build`)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 exposes the demo)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
+    p.add_argument("--reasoner", help="query reasoner (default: the one in the manifest, if any)")
+    p.add_argument("--tcot-cache", help="T-CoT cache file (default: $EMBEDRL_TCOT_CACHE or ~/.cache/embedrl)")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="requests processed at once; the rest wait in Gradio's queue (default 2)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
+    p.add_argument("--max-pixels", type=int, default=16_000_000,
+                   help="largest accepted image in pixels, checked before decoding (default 16M)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from embedrl.core.errors import EmbedrlError
+    from embedrl.demo.app import launch
+
+    if args.concurrency < 1:
+        raise EmbedrlError("--concurrency must be at least 1")
+    if args.max_upload_mb <= 0 or args.max_pixels < 1:
+        raise EmbedrlError("--max-upload-mb and --max-pixels must be positive")
+    if not 0 < args.port < 65536:
+        raise EmbedrlError(f"--port {args.port} is not a TCP port")
+    launch(args.index, host=args.host, port=args.port, share=args.share, model=args.model,
+           reasoner=args.reasoner, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
+           max_pixels=args.max_pixels, tcot_cache=args.tcot_cache)
+    return 0

@@ -1,0 +1,174 @@
+"""`embedrl bench <what>`: measurements users compare us by, printed as tables.
+
+One function per bench: `_index(commands)` adds its sub-command and points it at a
+`cmd_*` function that imports the heavy code it drives. To add a bench, write another
+`_name(commands)` and list it in BENCHES.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from embedrl.cli import add_group
+
+logger = logging.getLogger(__name__)
+
+
+def _index(commands) -> None:
+    p = commands.add_parser("index", help="FAISS index types vs exact search: build time, size, latency, QPS, recall")
+    p.add_argument("--n", type=int, default=1_000_000, help="database vectors (random unit vectors)")
+    p.add_argument("--dim", type=int, default=768, help="dimension of the random vectors")
+    p.add_argument("--nq", type=int, default=1000, help="queries")
+    p.add_argument("-k", "--k", type=int, default=10, help="recall@k and search depth")
+    p.add_argument("--target", type=float, default=0.95, help="recall@k to tune efSearch / nprobe up to")
+    p.add_argument("--data", choices=("random", "structured"), default="random",
+                   help="random unit vectors (worst case) or a clustered low-rank mixture like real embeddings")
+    p.add_argument("--vectors", help="real embeddings instead: an (N, dim) .npy file or an index directory "
+                   "(queries: --nq rows held out)")
+    p.add_argument("--latency-queries", type=int, default=200, help="queries timed one by one for p50/p95")
+    p.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: all cores)")
+    p.add_argument("--no-autofaiss", action="store_true", help="skip autofaiss even when installed")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_index)
+
+
+def cmd_index(args) -> int:
+    from dataclasses import asdict
+
+    from embedrl.core.errors import EmbedrlError
+    from embedrl.core.io import write_json
+    from embedrl.index.bench import (
+        format_table,
+        load_vectors,
+        random_unit_vectors,
+        run_index_bench,
+        structured_unit_vectors,
+    )
+
+    if args.threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    import numpy as np
+
+    if args.vectors:
+        x = load_vectors(args.vectors)
+        if len(x) <= args.nq:
+            raise EmbedrlError(f"{args.vectors}: {len(x)} vectors, need more than --nq {args.nq}")
+        perm = np.random.default_rng(0).permutation(len(x))
+        xq, xb = x[perm[:args.nq]], x[perm[args.nq:]]
+    else:
+        if args.n < 1 or args.dim < 1 or args.nq < 1:
+            raise EmbedrlError("--n, --dim and --nq must be positive")
+        logger.info("generating %d + %d %s unit vectors of dim %d", args.n, args.nq, args.data, args.dim)
+        if args.data == "structured":
+            xb, xq = structured_unit_vectors(args.n, args.nq, args.dim, seed=0)
+        else:
+            xb = random_unit_vectors(args.n, args.dim, seed=0)
+            xq = random_unit_vectors(args.nq, args.dim, seed=1)
+    rows = run_index_bench(xb, xq, k=args.k, target=args.target, latency_queries=args.latency_queries,
+                           with_autofaiss=not args.no_autofaiss)
+    print(format_table(rows, len(xb), xb.shape[1], len(xq), args.k))
+    if args.json:
+        write_json(args.json, {"n": len(xb), "dim": xb.shape[1], "nq": len(xq), "k": args.k,
+                               "source": args.vectors or args.data, "rows": [asdict(r) for r in rows]})
+    return 0
+
+
+def _encode(commands) -> None:
+    p = commands.add_parser("encode", help="encode throughput per backend and overhead over the bare model forward",
+                            description="Time encode (media loading, preprocessing, collation, forward, pooling), our "
+                                        "forward and the underlying model's bare forward on the same items, in one "
+                                        "run. Without --model, the tiny presets are made in a temp folder; without "
+                                        "--data, a tiny synthetic benchmark is.")
+    p.add_argument("--model", nargs="+", help="embedders to compare (saved dirs, open_clip:ARCH[:TAG], Hub ids)")
+    p.add_argument("--data", help="benchmark folder with corpus.jsonl (default: a tiny synthetic benchmark)")
+    p.add_argument("--n", type=int, default=96, help="items to encode (taken evenly from the corpus)")
+    p.add_argument("--batch-size", type=int, default=32, help="items per batch")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is kept)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_encode)
+
+
+def cmd_encode(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from embedrl.core.io import iter_jsonl, write_json
+    from embedrl.core.items import Item
+    from embedrl.models.base import load_embedder
+    from embedrl.models.bench import bench_encode, format_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else None
+        if data is None:
+            from embedrl.lab.synth.benchmark import generate_benchmark
+
+            data = Path(tmp) / "synth"
+            generate_benchmark(data, seed=0, size="tiny")
+        models = args.model
+        if not models:
+            from embedrl.lab.presets import make_preset
+
+            models = [str(make_preset(name, Path(tmp) / name)) for name in ("tiny-clip", "tiny-vlm-embedder")]
+        corpus = [Item.from_dict(row, root=data) for _, row in iter_jsonl(data / "corpus.jsonl")]
+        step = max(1, len(corpus) // args.n)
+        items = corpus[::step][: args.n]
+        rows = [bench_encode(load_embedder(m), items, args.batch_size, args.repeats) for m in models]
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+def _rl(commands) -> None:
+    p = commands.add_parser("rl", help="EG-RL (GRPO) step time: generation / each reward / update",
+                            description="Run a few EG-RL steps and break each step's time down. Without --config, "
+                                        "the tiny presets and a tiny synthetic benchmark are made in a temp folder. "
+                                        "key=value overrides any EGRLConfig field (e.g. num_generations=8).")
+    p.add_argument("--config", help="an EG-RL recipe (YAML); its reasoner/embedder/data are used")
+    p.add_argument("--steps", type=int, default=4, help="GRPO steps to time (default: 4)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="EGRLConfig overrides")
+    p.set_defaults(func=cmd_rl)
+
+
+def cmd_rl(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from embedrl.core.io import write_json
+    from embedrl.train.egrl.bench import bench_rl, format_breakdown
+    from embedrl.train.egrl.config import build_egrl_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        defaults = []
+        if not args.config:
+            from embedrl.lab.presets import make_preset
+            from embedrl.lab.synth.benchmark import generate_benchmark
+
+            data = Path(tmp) / "synth"
+            generate_benchmark(data, seed=0, size="tiny")
+            defaults = [f"reasoner={make_preset('tiny-reasoner', Path(tmp) / 'reasoner')}",
+                        f"embedder={make_preset('tiny-clip', Path(tmp) / 'clip')}",
+                        f"train_data={data / 'train' / 'pairs.jsonl'}", f"data_root={data}",
+                        "per_device_train_batch_size=8", "num_generations=4", "max_completion_length=64",
+                        "use_cpu=true"]
+        config = build_egrl_config(args.config, defaults + list(args.overrides) + [
+            f"max_steps={args.steps}", f"output_dir={Path(tmp) / 'out'}", "save_strategy=no",
+            "logging_steps=1000"])
+        row = bench_rl(config)
+    print(format_breakdown(row))
+    if args.json:
+        write_json(args.json, row)
+    return 0
+
+
+BENCHES = [_index, _encode, _rl]
+
+
+def register(sub) -> None:
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time")
+    for add in BENCHES:
+        add(commands)
+
