@@ -338,10 +338,13 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
                 gpu, overwrite, max_bytes, _SingleProcess())
 
 
-def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:
-    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with."""
+def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike,
+                   fingerprint: str | None = None) -> None:
+    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with.
+
+    `fingerprint`: the embedder's, when already computed (a server checks each index it reloads)."""
     want = manifest.get("embedder") or {}
-    fingerprint, dim = embedder.fingerprint(), int(embedder.dim)
+    fingerprint, dim = fingerprint or embedder.fingerprint(), int(embedder.dim)
     if want.get("fingerprint") not in (None, fingerprint) or int(manifest.get("dim", dim)) != dim:
         raise EmbedrlError(
             f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "

@@ -51,7 +51,7 @@ class Hit:
         return asdict(self)
 
 
-def _evidence(tcot_text: str | None) -> dict[str, Any] | None:
+def tcot_evidence(tcot_text: str | None) -> dict[str, Any] | None:
     if not tcot_text:
         return None
     t = parse_tcot(tcot_text)
@@ -159,7 +159,7 @@ class Retriever:
                            key=lambda sr: (-sr[0], sr[1]))
             records = self.store.get_many([r for _, r in valid])
             out.append([Hit(row=r, id=rec["id"], score=s, item=rec["item"], tcot=rec["tcot"],
-                            evidence=_evidence(rec["tcot"]), fields=rec["fields"])
+                            evidence=tcot_evidence(rec["tcot"]), fields=rec["fields"])
                         for (s, r), rec in zip(valid, records) if rec is not None])
         return out
 

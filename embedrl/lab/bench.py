@@ -164,11 +164,58 @@ def cmd_rl(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl]
+def _serve(commands) -> None:
+    p = commands.add_parser("serve", help="HTTP search load: dynamic batching vs batching off vs in-process",
+                            description="Send a bounded load of /v1/search requests to `embedrl serve` on "
+                                        "127.0.0.1 with dynamic batching and with batching off, and run the same "
+                                        "queries through Retriever.search in-process; print requests/s and "
+                                        "p50/p95/p99 latency with ratios. Without --index, the tiny CLIP preset "
+                                        "and an index of the tiny synthetic benchmark's corpus are made in a temp "
+                                        "folder.")
+    p.add_argument("--index", help="index directory to serve (default: a tiny synthetic one)")
+    p.add_argument("--requests", type=int, default=500, help="timed requests per mode (default 500)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--max-batch", type=int, default=32, help="the batching server's max batch (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the batching server's max wait (default 5 ms)")
+    p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--tcot", action="store_true", help="queries with their T-CoT (the index's reasoner)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from embedrl.core.io import write_json
+    from embedrl.serve.bench import bench_serve, format_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = args.index
+        if index is None:
+            from embedrl.index.build import build_index
+            from embedrl.lab.presets import make_preset
+            from embedrl.lab.synth.benchmark import generate_benchmark
+            from embedrl.models.base import load_embedder
+
+            data = Path(tmp) / "synth"
+            generate_benchmark(data, seed=0, size="tiny")
+            model = load_embedder(str(make_preset("tiny-clip", Path(tmp) / "clip")))
+            index = Path(tmp) / "index"
+            build_index(model, data / "corpus.jsonl", index, distributed=False)
+        report = bench_serve(index, args.requests, args.concurrency, args.max_batch, args.max_wait_ms, args.k,
+                             args.tcot)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0 if all(r["errors"] == 0 for r in report["rows"].values()) else 1
+
+
+BENCHES = [_index, _encode, _rl, _serve]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, serving load")
     for add in BENCHES:
         add(commands)
 

@@ -6,6 +6,8 @@ which one it needs in `embedrl.json`, so loading never branches on model names.
 Specs `load_embedder` accepts:
   - a directory saved by `save_pretrained` (has `embedrl.json`),
   - `open_clip:ARCH` or `open_clip:ARCH:PRETRAINED_TAG` (e.g. `open_clip:ViT-B-32:openai`),
+  - `http(s)://HOST:PORT[#MODEL]`: a model served over HTTP (`embedrl serve`, or another
+    OpenAI-compatible embeddings endpoint; `embedrl.models.remote`),
   - any other string: a Hub id or a directory of an HF image-text-to-text model (VLM backend).
 """
 
@@ -37,6 +39,7 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 BACKENDS: dict[str, str] = {
     "vlm": "embedrl.models.vlm_embedder:VLMEmbedder",
     "open_clip": "embedrl.models.clip_embedder:CLIPEmbedder",
+    "remote": "embedrl.models.remote:RemoteEmbedder",
 }
 
 
@@ -162,6 +165,8 @@ def load_embedder(spec: str, **kwargs: Any) -> Embedder:
         return backend_class(config.get("backend", "vlm")).from_pretrained(str(path), **kwargs)
     if spec.startswith("open_clip:"):
         return backend_class("open_clip").from_pretrained(spec, **kwargs)
+    if spec.startswith(("http://", "https://")):
+        return backend_class("remote").from_pretrained(spec, **kwargs)
     if path.exists() and not path.is_dir():
         raise EmbedrlError(f"{spec} is a file; pass a model directory or a Hub id")
     return backend_class("vlm").from_pretrained(spec, **kwargs)

@@ -169,14 +169,37 @@ class Reasoner:
 
     def collate(self, items: Sequence[Item], role: str) -> dict[str, Any]:
         """Left-padded model inputs for `items` in `role` (the prompt only, ready to generate)."""
+        return self.collate_chats([build_messages(item, role) for item in items])
+
+    def collate_chats(self, chats: Sequence[tuple[list[dict[str, Any]], list]]) -> dict[str, Any]:
+        """Left-padded model inputs for chats: (messages with image placeholders, their images in order)."""
         texts, images = [], []
-        for item in items:
-            messages, item_images = build_messages(item, role)
+        for messages, chat_images in chats:
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-            images.extend(item_images)
+            images.extend(chat_images)
         batch = self.processor(text=texts, images=images or None, padding=True, padding_side="left",
                                return_tensors="pt")
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def complete(self, chats: Sequence[tuple[list[dict[str, Any]], list]], num_samples: int = 1,
+                 max_new_tokens: int | None = None, **sampling: Any) -> list[list[str]]:
+        """The model's replies to chats (as `collate_chats` takes them) in one generate call, `num_samples` each.
+
+        `sampling` goes to `model.generate`; num_samples > 1 samples unless told otherwise. `embedrl serve`
+        answers chat requests with this, so a remote reasoner writes what this one would.
+        """
+        if num_samples > 1:
+            sampling.setdefault("do_sample", True)
+        tokenizer = self.processor.tokenizer
+        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
+                      "pad_token_id": tokenizer.pad_token_id, **sampling}
+        if not gen_kwargs.get("do_sample"):
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        batch = self.collate_chats(chats)
+        with torch.inference_mode():
+            generated = self.model.generate(**batch, **gen_kwargs)
+        decoded = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [[d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]] for j in range(len(chats))]
 
     def generate(self, items: Sequence[Item], role: str = "query", num_samples: int = 1, batch_size: int | None = None,
                  max_new_tokens: int | None = None, show_progress: bool | None = None, use_tcot_cache: bool = True,
@@ -222,26 +245,16 @@ class Reasoner:
 
         items = list(items)
         batch_size = batch_size or self.batch_size
-        if num_samples > 1:
-            sampling.setdefault("do_sample", True)
-        tokenizer = self.processor.tokenizer
-        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
-                      "pad_token_id": tokenizer.pad_token_id, **sampling}
-        if not gen_kwargs.get("do_sample"):
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         # Similar items together: fewer image/no-image mixes and less padding per batch.
         order = sorted(range(len(items)), key=lambda i: (modality_of(items[i]), len(items[i].text)))
         batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
         out: list[list[str]] = [[] for _ in items]
         show = len(batches) > 1 if show_progress is None else show_progress
         for idx in tqdm(batches, desc=f"T-CoT ({role})", unit="batch", disable=not show):
-            batch = self.collate([items[i] for i in idx], role)
-            with torch.inference_mode():
-                generated = self.model.generate(**batch, **gen_kwargs)
-            new = generated[:, batch["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                out[i] = [d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]]
+            replies = self.complete([build_messages(items[i], role) for i in idx], num_samples, max_new_tokens,
+                                    **sampling)
+            for i, texts in zip(idx, replies):
+                out[i] = texts
             self.generated_items += len(idx)
         return out
 
@@ -264,7 +277,13 @@ def _parsed(text: str) -> TCoT:
 
 
 def load_reasoner(spec: str | os.PathLike | Reasoner, **kwargs: Any) -> Reasoner:
-    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`)."""
+    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`),
+    or an OpenAI-compatible chat endpoint, `http(s)://HOST:PORT[/v1][#MODEL]` or `openai:BASE_URL#MODEL`
+    (`embedrl.models.remote_reasoner`)."""
     if isinstance(spec, Reasoner):
         return spec
+    if str(spec).startswith(("http://", "https://", "openai:")):
+        from embedrl.models.remote_reasoner import RemoteReasoner
+
+        return RemoteReasoner(str(spec), **kwargs)
     return Reasoner.from_pretrained(spec, **kwargs)
