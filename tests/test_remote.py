@@ -245,3 +245,35 @@ def test_the_demo_runs_against_a_server(embedder, tiny_clip_dir, synth_tiny_dir,
                 RemoteBackend(client, "nope")
     finally:
         local.retriever.close()
+
+
+def test_search_with_query_tcots_written_on_the_server(embedder, tiny_clip_dir, tiny_reasoner_dir, synth_tiny_dir,
+                                                       tmp_path):
+    from demo_helpers import build_small_index
+
+    from embedrl.client import Client, item_input
+    from embedrl.core.tcot import TCoT, render_tcot
+    from embedrl.index.search import Retriever
+    from embedrl.models.reasoner import load_reasoner
+
+    index = build_small_index(synth_tiny_dir, tiny_clip_dir, tmp_path / "index")
+    reasoner = load_reasoner(str(tiny_reasoner_dir))
+    query = Item(text="a small red circle on the left")
+    retriever = Retriever.from_dir(index, reasoner=reasoner, cache=tmp_path / "local.sqlite")
+    try:
+        with_tcot = retriever.search(query, k=5)[0]
+        plain = retriever.search(query, k=5, use_tcot=False)[0]
+        written = retriever.cache.get_or_generate([query], "query", reasoner)[0]
+    finally:
+        retriever.close()
+    with serving(embedder, {"demo": index}, reasoner=reasoner, tcot_cache=str(tmp_path / "served.sqlite")) as (
+            url, _), Client(url) as client:
+        found = client.search(query, k=5)
+        assert set(found["timings_ms"]) == {"reasoning", "embedding", "search"}
+        assert found["query"]["tcot"] is not None and found["query"]["evidence"]["keywords"] == written.keywords
+        assert [h["id"] for h in found["hits"]] == [h.id for h in with_tcot]
+        assert [h["id"] for h in client.search(query, k=5, use_tcot=False)["hits"]] == [h.id for h in plain]
+        given = TCoT(keywords=["red", "circle"], answer="a red circle")
+        body = {"query": item_input(query, given), "k": 3}
+        answer = client.post("/v1/search", body)
+        assert answer["query"]["tcot"] == render_tcot(given) and "reasoning" not in answer["timings_ms"]

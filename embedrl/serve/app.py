@@ -101,19 +101,7 @@ def build_app(service: Service, api_key: str | None = None):
         logger.exception("%s %s failed", request.method, request.url.path)
         return error_response(500, f"internal error ({type(e).__name__}); see the server log", "server_error")
 
-    @app.middleware("http")
-    async def _guard_and_measure(request: Request, call_next):
-        start = time.perf_counter()
-        if api_key and request.url.path not in OPEN_ROUTES and not _authorized(request, api_key):
-            response = error_response(401, "missing or wrong API key: send Authorization: Bearer KEY",
-                                      "authentication_error")
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        metrics.requests.labels(label, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(GuardAndMeasure, api_key=api_key, metrics=metrics)
 
     # -- health, metrics, models --------------------------------------------------------------
 
@@ -153,10 +141,10 @@ def build_app(service: Service, api_key: str | None = None):
             raise RequestError(f"this model embeds in {service.embedder.dim} dimensions and cannot shorten them",
                                param="dimensions")
         vectors = await service.embed(parse_inputs(body, limits))
-        return {"object": "list", "model": service.model_name,
-                "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding)}
-                         for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+        return JSONResponse({"object": "list", "model": service.model_name,
+                             "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding)}
+                                      for i, v in enumerate(vectors)],
+                             "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
     # -- search and the indexes' items ----------------------------------------------------------
 
@@ -176,7 +164,7 @@ def build_app(service: Service, api_key: str | None = None):
         index = body.get("index")
         if index is not None and not isinstance(index, str):
             raise RequestError("`index` is an index name", param="index")
-        return await service.search(index, item, tcot, k, use_tcot, filters)
+        return JSONResponse(await service.search(index, item, tcot, k, use_tcot, filters))
 
     @app.get("/v1/indexes")
     async def indexes():
@@ -227,7 +215,37 @@ def build_app(service: Service, api_key: str | None = None):
     return app
 
 
-def _authorized(request, api_key: str) -> bool:
+class GuardAndMeasure:
+    """ASGI middleware: refuses a request without the API key (before its body is read), and counts and
+    times every request by its route template. Pure ASGI, so a response streams through untouched."""
+
+    def __init__(self, app, api_key: str | None, metrics):
+        self.app, self.api_key, self.metrics = app, api_key, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.api_key and scope["path"] not in OPEN_ROUTES and not authorized(Request(scope), self.api_key):
+                await error_response(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                     "authentication_error")(scope, receive, send_and_note)
+            else:
+                await self.app(scope, receive, send_and_note)
+        finally:
+            label = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(label, scope["method"], str(status[0])).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+
+def authorized(request: Request, api_key: str) -> bool:
     given = request.headers.get("x-api-key") or ""
     auth = request.headers.get("authorization") or ""
     if auth.lower().startswith("bearer "):

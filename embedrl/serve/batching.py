@@ -1,6 +1,7 @@
 """Dynamic batching: jobs from concurrent requests run through the model together.
 
-A `Batcher` owns a queue and one worker thread. Requests `submit` their jobs (an item to
+A `Batcher` owns a queue and a worker thread (or shares one with batchers of the same
+model: `executor`). Requests `submit` their jobs (an item to
 embed, a query to reason about) and await the results; the batcher takes the first waiting
 job, then gathers more until it holds `max_batch` or `max_wait_ms` has passed, and runs them
 in one call of `fn` on its thread, so the event loop keeps accepting requests meanwhile.
@@ -30,11 +31,13 @@ class Batcher:
     """Runs `fn(jobs) -> results` (one result per job, in order) on batches of concurrently submitted jobs."""
 
     def __init__(self, name: str, fn: Callable[[list[Any]], Sequence[Any]], max_batch: int = 32,
-                 max_wait_ms: float = 5.0, max_queue: int = 4096, metrics=None):
+                 max_wait_ms: float = 5.0, max_queue: int = 4096, metrics=None,
+                 executor: ThreadPoolExecutor | None = None):
         self.name, self.fn = name, fn
         self.max_batch, self.max_wait, self.max_queue = max(1, int(max_batch)), max(0.0, max_wait_ms) / 1e3, max_queue
         self.metrics = metrics
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"embedrl-{name}")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"embedrl-{name}")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
@@ -47,7 +50,8 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def depth(self) -> int:

@@ -204,18 +204,26 @@ class Service:
         self.index_thread = ThreadPoolExecutor(1, thread_name_prefix="embedrl-index")
         b = dict(max_batch=options.max_batch, max_wait_ms=options.max_wait_ms, metrics=self.metrics)
         self.embed_batcher = Batcher("embed", self._encode, **b)
+        # one thread per reasoner: its query T-CoTs and its chats never run the model at the same time
+        self.reasoner_threads: dict[int, ThreadPoolExecutor] = {}
         self.reason_batchers: dict[int, Batcher] = {}
         for served in self.indexes.values():
             if served.reasoner is not None and id(served.reasoner) not in self.reason_batchers:
                 self.reason_batchers[id(served.reasoner)] = Batcher(
-                    "reason", self._reasoning(served.reasoner, options.tcot_cache), **b)
+                    "reason", self._reasoning(served.reasoner, options.tcot_cache),
+                    executor=self._reasoner_thread(served.reasoner), **b)
         self.chat_reasoner = reasoner if isinstance(reasoner, Reasoner) and not isinstance(
             reasoner, RemoteReasoner) else None
         self.reasoner_name = None
         self.chat_batcher = None
         if self.chat_reasoner is not None:
             self.reasoner_name = options.reasoner_name or served_name(self.chat_reasoner.name_or_path)
-            self.chat_batcher = Batcher("chat", self._chat, **b)
+            self.chat_batcher = Batcher("chat", self._chat, executor=self._reasoner_thread(self.chat_reasoner), **b)
+
+    def _reasoner_thread(self, reasoner: ReasonerLike) -> ThreadPoolExecutor:
+        if id(reasoner) not in self.reasoner_threads:
+            self.reasoner_threads[id(reasoner)] = ThreadPoolExecutor(1, thread_name_prefix="embedrl-reasoner")
+        return self.reasoner_threads[id(reasoner)]
 
     @property
     def batchers(self) -> list[Batcher]:
@@ -229,7 +237,8 @@ class Service:
     async def stop(self) -> None:
         for batcher in self.batchers:
             await batcher.stop()
-        self.index_thread.shutdown(wait=True)
+        for thread in [self.index_thread, *self.reasoner_threads.values()]:
+            thread.shutdown(wait=True)
         for served in self.indexes.values():
             served.retriever.close()
 
