@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import logging
 import mimetypes
 import os
@@ -48,6 +49,16 @@ logger = logging.getLogger(__name__)
 API_KEY_ENV = "EMBEDRL_API_KEY"  # the key a server requires, and clients send unless given one
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server to this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def api_root(url: str) -> str:

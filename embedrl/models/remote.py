@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def is_url(spec: str) -> bool:
-    return str(spec).startswith(("http://", "https://"))
-
-
 class RemoteEmbedder(Embedder):
     """The Embedder interface over HTTP; encoding only (training needs the weights in-process)."""
 
@@ -58,12 +54,19 @@ class RemoteEmbedder(Embedder):
         self.concurrency = concurrency
         self.module = torch.nn.Module()  # no weights here: they live on the server
         served = self.client.models()
-        entry = next((m for m in served if not model or m.get("id") == model), None)
+
+        def wanted(entry: dict[str, Any]) -> bool:  # the named model, else an embedrl server's embedder, else any
+            kind = (entry.get("embedrl") or {}).get("kind", "embedder")
+            return entry.get("id") == model if model else kind == "embedder"
+
+        entry = next((m for m in served if wanted(m)), None)
         if entry is None:
             raise EmbedrlError(f"{base} serves {[m.get('id') for m in served]}, not {model!r}")
         self.model = entry["id"]
         info = entry.get("embedrl")
         self.speaks_embedrl = isinstance(info, dict)
+        if self.speaks_embedrl and info.get("kind") != "embedder":
+            raise EmbedrlError(f"{self.model} at {base} is a {info.get('kind')}, not an embedder")
         if self.speaks_embedrl:
             self._fingerprint, self._dim = str(info["fingerprint"]), int(info["dim"])
         else:

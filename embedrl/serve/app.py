@@ -204,6 +204,8 @@ def build_app(service: Service, api_key: str | None = None):
         n = int_field(body, "n", 1, 1, limits.max_samples)
         max_tokens = int_field(body, "max_tokens", service.chat_reasoner.max_new_tokens, 1, limits.max_new_tokens)
         sampling = _sampling(body)
+        if n > 1 and not dict(sampling)["do_sample"]:
+            raise RequestError("n > 1 needs sampling: set a temperature above 0", param="n")
         chat = parse_chat(body.get("messages"), limits)
         texts = await service.chat(chat, n, max_tokens, sampling)
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),

@@ -10,28 +10,18 @@ required (`--api-key` or `$EMBEDRL_API_KEY`) or the server refuses to start.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
 import time
 from pathlib import Path
 
-from embedrl.client import API_KEY_ENV
+from embedrl.client import API_KEY_ENV, is_loopback
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.media import set_pil_limit
 from embedrl.serve.service import ServeOptions, Service
 
 logger = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_index_specs(specs: list[str]) -> dict[str, Path]:
