@@ -23,12 +23,14 @@ def register(sub) -> None:
             ("mmeb", "mmeb_v2", "run a registry of datasets (MMEB-V2 by default); resumable"),
             ("uvrb", "uvrb", "run the 16 UVRB video-retrieval datasets; resumable")):
         p = ev.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG] or a Hub id")
+        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG], a Hub id, "
+                                                      "or the URL of an `embedrl serve`")
         p.add_argument("--data-root", required=True, help="folder the registry's paths are relative to")
         p.add_argument("--out", required=True, help="output folder (score/pred files, results.json); reruns resume")
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
-        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
+        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs, or an OpenAI-compatible chat endpoint "
+                                                        "openai:BASE_URL#MODEL (needs --tcot or --tcot-set other than none)")
         p.add_argument("--tcot", choices=TCOT_MODES, default="none",
                        help="T-CoT side(s): none, query only, candidates only, or query and candidates")
         p.add_argument("--tcot-set", nargs="+", default=None, metavar="NAME=MODE",

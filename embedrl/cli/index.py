@@ -13,8 +13,10 @@ def register(sub) -> None:
     commands = add_group(sub, "index", "build, inspect, extend and search FAISS indexes of a corpus")
 
     p = commands.add_parser("build", help="encode a corpus (resumable, multi-process) and build an index")
-    p.add_argument("--model", required=True, help="embedder: a saved model directory, open_clip:ARCH, or a Hub id")
-    p.add_argument("--reasoner", help="reasoner for target T-CoTs (cached; omit to index raw items)")
+    p.add_argument("--model", required=True, help="embedder: a saved model directory, open_clip:ARCH, a Hub id, or "
+                                                  "the URL of an `embedrl serve`")
+    p.add_argument("--reasoner", help="reasoner for target T-CoTs (cached; omit to index raw items): a model, or an "
+                                      "OpenAI-compatible chat endpoint openai:BASE_URL#MODEL")
     p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                    help="T-CoTs only for items of these modalities (text image video document); others are "
                         "indexed raw, and queries are treated alike at search time (default: all)")

@@ -167,8 +167,9 @@ def cmd_rl(args) -> int:
 def _serve(commands) -> None:
     p = commands.add_parser("serve", help="HTTP search load: dynamic batching vs batching off vs in-process",
                             description="Send a bounded load of /v1/search requests to `embedrl serve` on "
-                                        "127.0.0.1 with dynamic batching and with batching off, and run the same "
-                                        "queries through Retriever.search in-process; print requests/s and "
+                                        "127.0.0.1 with dynamic batching and with batching off (two servers side "
+                                        "by side), and run the same queries through Retriever.search in-process, "
+                                        "the three taking turns; print requests/s and "
                                         "p50/p95/p99 latency with ratios. Without --index, the tiny CLIP preset "
                                         "and an index of the tiny synthetic benchmark's corpus are made in a temp "
                                         "folder.")
@@ -178,6 +179,7 @@ def _serve(commands) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="the batching server's max batch (default 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="the batching server's max wait (default 5 ms)")
     p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--rounds", type=int, default=5, help="turns the modes take (default 5)")
     p.add_argument("--tcot", action="store_true", help="queries with their T-CoT (the index's reasoner)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_serve)
@@ -204,7 +206,7 @@ def cmd_serve(args) -> int:
             index = Path(tmp) / "index"
             build_index(model, data / "corpus.jsonl", index, distributed=False)
         report = bench_serve(index, args.requests, args.concurrency, args.max_batch, args.max_wait_ms, args.k,
-                             args.tcot)
+                             args.tcot, rounds=args.rounds)
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

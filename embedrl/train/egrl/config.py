@@ -18,7 +18,8 @@ class EGRLConfig(GRPOConfig):
     """Everything `GRPOConfig` has, plus the EG-RL fields below (`beta` stays GRPO's KL weight)."""
 
     reasoner: str = field(default="", metadata={"help": "Policy to start from: the SFT reasoner (dir or Hub id)."})
-    embedder: str = field(default="", metadata={"help": "Frozen embedder that scores rollouts."})
+    embedder: str = field(default="", metadata={
+        "help": "Frozen embedder that scores rollouts: a model dir / spec, or the URL of an `embedrl serve` (its GPU)."})
     train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style, with T-CoT annotations)."})
     data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
     format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})
