@@ -132,6 +132,15 @@ class Endpoint:
         raise EmbedrlError(f"{self.what} {self.root}{path} failed after {self.retries + 1} attempt(s) ({last}); "
                            "check that it is running and reachable")
 
+    def served_model(self, model: str, kind: str) -> dict[str, Any]:
+        """The `/v1/models` entry named `model`; unnamed, an embedrl server's `kind` ("embedder" or "reasoner"),
+        else the endpoint's first model."""
+        served = self.get("/v1/models")["data"]
+        for entry in served:
+            if entry.get("id") == model if model else (entry.get("embedrl") or {}).get("kind", kind) == kind:
+                return entry
+        raise EmbedrlError(f"{self.root} serves no {kind} {model or ''}; it serves {[m.get('id') for m in served]}")
+
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params={k: v for k, v in params.items() if v is not None}).json()
 

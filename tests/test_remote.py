@@ -208,6 +208,9 @@ def test_a_remote_reasoner_writes_what_the_served_one_writes(embedder, tiny_reas
         assert len(samples[0]) == 2
         with pytest.raises(EmbedrlError, match="remote reasoner"):
             remote.save_pretrained(tmp_path / "x")
+        with pytest.raises(EmbedrlError, match=r"HTTP 400.*n > 1 needs sampling"):
+            remote.endpoint.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2,
+                                                          "temperature": 0})
 
 
 # ---------------------------------------------------------------- the demo against a server

@@ -53,15 +53,7 @@ class RemoteEmbedder(Embedder):
         self.name_or_path = url
         self.concurrency = concurrency
         self.module = torch.nn.Module()  # no weights here: they live on the server
-        served = self.client.models()
-
-        def wanted(entry: dict[str, Any]) -> bool:  # the named model, else an embedrl server's embedder, else any
-            kind = (entry.get("embedrl") or {}).get("kind", "embedder")
-            return entry.get("id") == model if model else kind == "embedder"
-
-        entry = next((m for m in served if wanted(m)), None)
-        if entry is None:
-            raise EmbedrlError(f"{base} serves {[m.get('id') for m in served]}, not {model!r}")
+        entry = self.client.served_model(model, "embedder")
         self.model = entry["id"]
         info = entry.get("embedrl")
         self.speaks_embedrl = isinstance(info, dict)

@@ -54,15 +54,7 @@ class RemoteReasoner(Reasoner):
                  **endpoint: Any):
         base, _, model = spec.removeprefix("openai:").partition("#")
         self.endpoint = Endpoint(base, api_key, what="reasoner endpoint", **endpoint)
-        served = self.endpoint.get("/v1/models")["data"]
-
-        def wanted(entry: dict[str, Any]) -> bool:  # the named model, else an embedrl server's reasoner, else any
-            kind = (entry.get("embedrl") or {}).get("kind", "reasoner")
-            return entry.get("id") == model if model else kind == "reasoner"
-
-        entry = next((m for m in served if wanted(m)), None)
-        if entry is None:
-            raise EmbedrlError(f"{base} serves no reasoner {model!r}; it serves {[m.get('id') for m in served]}")
+        entry = self.endpoint.served_model(model, "reasoner")
         self.model_name = entry["id"]
         info = entry.get("embedrl") or {}
         if info.get("kind") == "reasoner":  # the same model's cache entries, wherever it runs

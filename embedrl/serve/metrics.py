@@ -2,7 +2,7 @@
 
     embedrl_requests_total{route,method,status}        requests answered
     embedrl_request_duration_seconds{route}            latency per route (histogram)
-    embedrl_batch_size{stage}                          jobs per model call: embed, reason, chat (histogram)
+    embedrl_batch_size{stage}                          jobs per model call: embed, reason:<reasoner>, chat (histogram)
     embedrl_batch_duration_seconds{stage}              time of each model call (histogram)
     embedrl_queue_depth{stage}                         jobs waiting for a model call (gauge)
     embedrl_index_items{index}                         vectors in each served index (gauge)

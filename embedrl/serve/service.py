@@ -209,8 +209,9 @@ class Service:
         self.reason_batchers: dict[int, Batcher] = {}
         for served in self.indexes.values():
             if served.reasoner is not None and id(served.reasoner) not in self.reason_batchers:
-                self.reason_batchers[id(served.reasoner)] = Batcher(
-                    "reason", self._reasoning(served.reasoner, options.tcot_cache),
+                self.reason_batchers[id(served.reasoner)] = Batcher(  # stage label: reason:<reasoner>
+                    f"reason:{served_name(reasoner_info(served.reasoner)['id'])}",
+                    self._reasoning(served.reasoner, options.tcot_cache),
                     executor=self._reasoner_thread(served.reasoner), **b)
         self.chat_reasoner = reasoner if isinstance(reasoner, Reasoner) and not isinstance(
             reasoner, RemoteReasoner) else None
