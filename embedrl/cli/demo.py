@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from embedrl.cli import add_format_option
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="interactive retrieval demo (Gradio) over an index",
@@ -13,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
+    add_format_option(p)
     p.add_argument("--reasoner", help="query reasoner (default: the one in the manifest, if any)")
     p.add_argument("--tcot-cache", help="T-CoT cache file (default: $EMBEDRL_TCOT_CACHE or ~/.cache/embedrl)")
     p.add_argument("--concurrency", type=int, default=2,
@@ -35,5 +38,5 @@ def cmd_demo(args) -> int:
         raise EmbedrlError(f"--port {args.port} is not a TCP port")
     launch(args.index, host=args.host, port=args.port, share=args.share, model=args.model,
            reasoner=args.reasoner, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
-           max_pixels=args.max_pixels, tcot_cache=args.tcot_cache)
+           max_pixels=args.max_pixels, tcot_cache=args.tcot_cache, format=args.format)
     return 0

@@ -237,7 +237,7 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
 
 def embedder_info(embedder: Embedder) -> dict[str, Any]:
     return {"id": str(embedder.name_or_path), "backend": embedder.backend, "fingerprint": embedder.fingerprint(),
-            "dim": int(embedder.dim)}
+            "dim": int(embedder.dim), "format": embedder.embedrl_config().get("format")}
 
 
 def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:

@@ -76,7 +76,7 @@ class Retriever:
     @classmethod
     def from_dir(cls, index_dir: str | os.PathLike, model: Embedder | str | None = None,
                  reasoner: ReasonerLike | str | None = None, cache: TCoTCache | str | os.PathLike | None = None,
-                 load_model: bool = True) -> Retriever:
+                 load_model: bool = True, format: str | None = None) -> Retriever:
         index_dir = Path(index_dir)
         manifest = load_manifest(index_dir)
         index = fx.read_index(index_dir / manifest.get("index_file", "index.faiss"))
@@ -95,7 +95,7 @@ class Retriever:
             spec = model or (manifest.get("embedder") or {}).get("id")
             if not spec:
                 raise EmbedrlError(f"{index_dir} was built from precomputed vectors; pass the model that made them")
-            embedder = load_embedder(spec)
+            embedder = load_embedder(spec, format=format or (manifest.get("embedder") or {}).get("format"))
         elif model is not None:
             embedder = model
         if embedder is not None:

@@ -71,21 +71,26 @@ def prepare_model(model, processor, fmt: EmbeddingFormat) -> int | None:
     return token_id
 
 
-def resolve_format(name_or_path: str, format: str | None) -> EmbeddingFormat:
-    """The format asked for, else the one `embedrl.json` records, else the one the files show."""
-    if format is not None:
-        return get_format(format)
+def recorded_format(name_or_path: str) -> str | None:
+    """The format a model's `embedrl.json` records, else the one its files identify, else None."""
     saved = Path(name_or_path) / CONFIG_NAME
     if saved.is_file():
-        config = json.loads(saved.read_text())
-        if "format" in config:
-            return get_format(config["format"])
+        recorded = json.loads(saved.read_text()).get("format")
+        if recorded:
+            return recorded
     detected = detect_format(name_or_path)
-    if detected is None:
+    if detected is not None:
+        logger.info("%s: detected embedding format %s", name_or_path, detected)
+    return detected
+
+
+def resolve_format(name_or_path: str, format: str | None) -> EmbeddingFormat:
+    """The format asked for, else the model's own (`recorded_format`); an error lists the known ones."""
+    name = format or recorded_format(name_or_path)
+    if name is None:
         raise EmbedrlError(f"{name_or_path}: cannot tell which embedding format this model uses; pass "
                            f"--format / format= one of: {', '.join(FORMATS)}")
-    logger.info("%s: detected embedding format %s", name_or_path, detected)
-    return get_format(detected)
+    return get_format(name)
 
 
 class VLMEmbedder(Embedder):

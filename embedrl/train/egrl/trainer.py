@@ -76,7 +76,7 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
     pairs = pairs[: config.max_train_pairs] if config.max_train_pairs else pairs
     modalities = check_modalities(config.modalities)
     dataset = RolloutDataset(pairs, modalities, config.tcot_mode_by_set)
-    embedder = embedder or load_embedder(config.embedder)
+    embedder = embedder or load_embedder(config.embedder, format=config.embedder_format or None)
     embedder.module.requires_grad_(False)
     writer = None
     if config.candidate_tcots == "reasoner":
