@@ -38,3 +38,13 @@ def synth_tiny_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "tiny"
     generate_benchmark(out, seed=0, size="tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3vl_dir(tmp_path_factory):
+    return _make(tmp_path_factory, "tiny-qwen3-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25vl_dir(tmp_path_factory):
+    return _make(tmp_path_factory, "tiny-qwen2.5-vl")
