@@ -153,8 +153,7 @@ def test_vlm_embedder_has_emb_token_and_its_own_weights(tiny_vlm_embedder_dir, t
 
     from embedrl.models.base import CONFIG_NAME
 
-    assert json.loads((tiny_vlm_embedder_dir / CONFIG_NAME).read_text()) == {
-        "backend": "vlm", "pooling": "last_emb_token"}
+    assert json.loads((tiny_vlm_embedder_dir / CONFIG_NAME).read_text()) == {"backend": "vlm", "format": "embed-rl"}
     assert not (tiny_reasoner_dir / CONFIG_NAME).exists()
     assert (tiny_vlm_embedder_dir / "tokenizer.json").read_bytes() == (tiny_reasoner_dir / "tokenizer.json").read_bytes()
     a = load_file(tiny_vlm_embedder_dir / "model.safetensors")
@@ -173,6 +172,33 @@ def test_vlm_embedder_has_emb_token_and_its_own_weights(tiny_vlm_embedder_dir, t
         hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
     vec = hidden[0, positions[0]]
     assert vec.shape == (128,) and torch.isfinite(vec).all()
+
+
+# --- tiny-qwen3-vl / tiny-qwen2.5-vl -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture,cls,system", [
+    ("tiny_qwen3vl_dir", "Qwen3VLForConditionalGeneration", ""),  # Qwen3-VL: no default system turn
+    ("tiny_qwen25vl_dir", "Qwen2_5_VLForConditionalGeneration", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"),
+])
+def test_qwen3vl_and_qwen25vl_presets_load_with_auto_classes_and_generate(fixture, cls, system, request):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_dir = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    assert type(model).__name__ == cls
+    messages = _chat(_image(), "What color is the circle?")
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == (system + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What color is the circle?"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert 1 <= out.shape[1] - inputs["input_ids"].shape[1] <= 8
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
 
 
 # --- tiny-clip -------------------------------------------------------------------------------
@@ -249,7 +275,7 @@ def test_remaking_over_another_preset_or_an_interrupted_make(tmp_path, tiny_reas
 
 
 def test_errors_unknown_name_and_bad_out(tmp_path):
-    known = "tiny-reasoner, tiny-reasoner-digits, tiny-reasoner-wide, tiny-vlm-embedder, tiny-clip"
+    known = "tiny-reasoner, tiny-reasoner-digits, tiny-reasoner-wide, tiny-vlm-embedder, tiny-qwen3-vl"
     with pytest.raises(EmbedrlError, match=f"unknown preset 'tiny-gpt'.*{known}"):
         make_preset("tiny-gpt", tmp_path / "x")
     (tmp_path / "file").write_text("x")
