@@ -337,3 +337,62 @@ def test_checkpoints_that_identify_themselves_are_detected(tmp_path, tiny_reason
     gme = shutil.copytree(tiny_reasoner_dir, tmp_path / "gme")
     (gme / "gme_inference.py").write_text("# GME's inference script\n")
     assert load_embedder(str(gme)).format.name == "gme"
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(synth_tiny_dir, tmp_path_factory):
+    """Two sets of the synthetic benchmark (image -> text, text -> video), cut to a few queries."""
+    import yaml
+
+    out = tmp_path_factory.mktemp("small-bench")
+    registry = yaml.safe_load((synth_tiny_dir / "registry.yaml").read_text())
+    keep = []
+    for spec in registry["datasets"]:
+        if spec["name"] in ("Synth-I2T", "Synth-VideoRet"):
+            rows = (synth_tiny_dir / spec["path"]).read_text().splitlines()[:3 if spec["name"] == "Synth-I2T" else 2]
+            (out / f"{spec['name']}.jsonl").write_text("\n".join(rows) + "\n")
+            keep.append({**spec, "path": str(out / f"{spec['name']}.jsonl")})
+    (out / "registry.yaml").write_text(yaml.safe_dump({"datasets": keep}))
+    return out / "registry.yaml"
+
+
+@pytest.mark.parametrize("fixture,fmt", [
+    ("tiny_reasoner_dir", "vlm2vec"), ("tiny_qwen3vl_dir", "embed-rl"),
+    pytest.param("tiny_reasoner_dir", "gme", marks=pytest.mark.slow),
+    pytest.param("tiny_qwen3vl_dir", "qwen3-vl-embedding", marks=pytest.mark.slow)])
+def test_eval_mmeb_runs_each_format_end_to_end(fixture, fmt, small_benchmark, synth_tiny_dir, tmp_path, request):
+    from embedrl.cli import main
+
+    model_dir = request.getfixturevalue(fixture)
+    assert main(["eval", "mmeb", "--model", str(model_dir), "--format", fmt, "--registry", str(small_benchmark),
+                 "--data-root", str(synth_tiny_dir), "--out", str(tmp_path), "--no-report"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["metadata"]["format"] == fmt
+    assert set(results["metrics"]["image"]) == {"Synth-I2T"} and set(results["metrics"]["video"]) == {"Synth-VideoRet"}
+
+
+def test_mmeb_sides_are_embedded_as_each_family_harness_does(media, tiny_reasoner_dir, tiny_qwen3vl_dir):
+    from embedrl.models.formats import build_parts
+
+    def rendered(embedder, modality, side, item):
+        view = embedder.eval_view(modality, side)
+        return view._render(*build_parts(view.format, item))
+
+    query = Item(text="a cat", instruction="Represent the given image for classification", image=media["image"])
+    label = Item(text="cat", instruction="Represent the class label")
+    vlm2vec = load_embedder(str(tiny_reasoner_dir), format="vlm2vec")
+    # VLM2Vec's image-task parsers: "\n" after the image token and at the end; labels raw
+    assert rendered(vlm2vec, "image", "query", query) == "<|image_pad|>\nRepresent the given image for classification a cat\n"
+    assert rendered(vlm2vec, "image", "target", label) == "cat"
+    # its video / visual-document parsers: process_input_text as is
+    assert rendered(vlm2vec, "visdoc", "target", Item(instruction="Understand the content of the provided document image.",
+                                                      image=media["image"])) == \
+        "<|image_pad|> Understand the content of the provided document image."
+    qwen3 = load_embedder(str(tiny_qwen3vl_dir), format="qwen3-vl-embedding")
+    video_query = Item(text="a dog runs", instruction="Find a video that contains the following visual content:")
+    assert rendered(qwen3, "video", "query", video_query).startswith(
+        "<|im_start|>system\nFind a video that contains the following visual content.<|im_end|>")
+    assert rendered(qwen3, "video", "target", label).startswith("<|im_start|>system\nRepresent the user's input.<|im_end|>")
+    gme = load_embedder(str(tiny_reasoner_dir), format="gme")
+    assert rendered(gme, "image", "target", label).startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
+    assert rendered(gme, "image", "query", label).startswith("<|im_start|>system\nRepresent the class label<|im_end|>")
