@@ -48,3 +48,8 @@ def tiny_qwen3vl_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen25vl_dir(tmp_path_factory):
     return _make(tmp_path_factory, "tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_embedder_qwen3vl_dir(tmp_path_factory):
+    return _make(tmp_path_factory, "tiny-vlm-embedder-qwen3-vl")
