@@ -501,3 +501,17 @@ def test_the_index_and_the_cache_keep_t_cots_as_the_reasoner_wrote_them(tmp_path
     with TCoTCache(tmp_path / "cache.sqlite") as cache:  # the cache reads back the raw text too
         again = cache.get_or_generate([corpus.items[0]], "target", ProseReasoner())[0]
     assert again.valid and again.raw.startswith("<thinking>It says a red square. ")
+
+
+def test_an_index_reloads_its_embedder_in_the_format_it_was_built_with(tmp_path, tiny_reasoner_dir):
+    """A Hub-id-like model with no embedrl.json: the manifest keeps the format, and another one is refused."""
+    from embedrl.models.base import load_embedder
+
+    embedder = load_embedder(str(tiny_reasoner_dir), format="vlm2vec")
+    corpus = Corpus([Item(text=f"a {c} square", id=c) for c in COLORS[:4]])
+    manifest = build_index(embedder, corpus, tmp_path / "idx")
+    assert manifest["embedder"]["format"] == "vlm2vec"
+    r = Retriever.from_dir(tmp_path / "idx")
+    assert r.embedder.format.name == "vlm2vec" and r.search(Item(text="a red square"), k=1)[0][0].id == "red"
+    with pytest.raises(EmbedrlError, match="built in the vlm2vec embedding format, not gme"):
+        Retriever.from_dir(tmp_path / "idx", format="gme")

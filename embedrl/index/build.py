@@ -339,7 +339,7 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
 
 
 def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:
-    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with."""
+    """Refuse an embedder whose weights hash, dimension or embedding format differ from the index's."""
     want = manifest.get("embedder") or {}
     fingerprint, dim = embedder.fingerprint(), int(embedder.dim)
     if want.get("fingerprint") not in (None, fingerprint) or int(manifest.get("dim", dim)) != dim:
@@ -347,6 +347,10 @@ def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str 
             f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "
             f"{index_dir}, built with {want.get('id')} (hash {want.get('fingerprint')}, dim {manifest.get('dim')}); "
             "use that model or rebuild the index")
+    fmt = embedder.embedrl_config().get("format")
+    if want.get("format") not in (None, fmt):  # same weights, another input layout: other vectors
+        raise EmbedrlError(f"the index {index_dir} was built in the {want['format']} embedding format, not {fmt}; "
+                           f"load the model with --format {want['format']} or rebuild the index")
 
 
 def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,
