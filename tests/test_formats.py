@@ -318,7 +318,7 @@ def test_formats_without_a_tcot_slot_refuse_tcots(media, tiny_reasoner_dir):
 def test_format_choice_errors_name_the_known_formats(tiny_reasoner_dir, tiny_clip_dir):
     with pytest.raises(EmbedrlError, match="cannot tell which embedding format.*embed-rl, vlm2vec, gme"):
         load_embedder(str(tiny_reasoner_dir))
-    with pytest.raises(EmbedrlError, match="unknown embedding format 'nope'; known formats: embed-rl"):
+    with pytest.raises(EmbedrlError, match="unknown embedding format 'nope'; known embedding formats: embed-rl"):
         load_embedder(str(tiny_reasoner_dir), format="nope")
     with pytest.raises(EmbedrlError, match="unknown keyword.*pooling"):
         load_embedder(str(tiny_reasoner_dir), format="gme", pooling="mean")

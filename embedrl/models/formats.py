@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from embedrl.core.errors import EmbedrlError
+from embedrl.core.errors import entry
 from embedrl.core.items import Item, load_image
 from embedrl.core.tcot import TCoT, materialize, render_tcot
 
@@ -202,11 +202,7 @@ DEFAULT_VLM_FORMAT = EMBED_RL.name
 
 
 def get_format(name: str | EmbeddingFormat) -> EmbeddingFormat:
-    if isinstance(name, EmbeddingFormat):
-        return name
-    if name not in FORMATS:
-        raise EmbedrlError(f"unknown embedding format {name!r}; known formats: {', '.join(FORMATS)}")
-    return FORMATS[name]
+    return name if isinstance(name, EmbeddingFormat) else entry(FORMATS, name, "embedding format")
 
 
 # -- an item as the parts of a user turn ------------------------------------------------------

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from embedrl.core.errors import EmbedrlError
+from embedrl.core.errors import entry
 from embedrl.core.items import Item
 from embedrl.models import paper_prompts as paper
 
@@ -140,11 +140,7 @@ DEFAULT_PROMPT_SET = "default"
 
 
 def get_prompt_set(name: str | PromptSet) -> PromptSet:
-    if isinstance(name, PromptSet):
-        return name
-    if name not in PROMPT_SETS:
-        raise EmbedrlError(f"unknown prompt set {name!r}; known prompt sets: {', '.join(PROMPT_SETS)}")
-    return PROMPT_SETS[name]
+    return name if isinstance(name, PromptSet) else entry(PROMPT_SETS, name, "prompt set")
 
 
 def prompt_for(role: str, modality: str, prompt_set: str | PromptSet = DEFAULT_PROMPT_SET) -> str:
