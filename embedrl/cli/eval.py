@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrl.cli import add_format_option, add_group
+from embedrl.cli import add_format_option, add_group, add_prompt_set_option
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import TCOT_MODES
 
@@ -30,6 +30,7 @@ def register(sub) -> None:
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
         p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
+        add_prompt_set_option(p)
         p.add_argument("--tcot", choices=TCOT_MODES, default="none",
                        help="T-CoT side(s): none, query only, candidates only, or query and candidates")
         p.add_argument("--tcot-set", nargs="+", default=None, metavar="NAME=MODE",
@@ -99,7 +100,8 @@ def cmd_run(args) -> int:
     from embedrl.models.reasoner import load_reasoner
 
     # cache=True: target T-CoTs are shared with indexing and training
-    reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
+    reasoner = (load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities, prompt_set=args.prompt_set)
+                if args.reasoner else None)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
                    metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from embedrl.cli import add_format_option, add_group
+from embedrl.cli import add_format_option, add_group, add_prompt_set_option
 from embedrl.core.errors import EmbedrlError
 
 
@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="embedder: a saved model directory, open_clip:ARCH, or a Hub id")
     add_format_option(p)
     p.add_argument("--reasoner", help="reasoner for target T-CoTs (cached; omit to index raw items)")
+    add_prompt_set_option(p)
     p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                    help="T-CoTs only for items of these modalities (text image video document); others are "
                         "indexed raw, and queries are treated alike at search time (default: all)")
@@ -79,7 +80,8 @@ def cmd_build(args) -> int:
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 
-    reasoner = load_reasoner(args.reasoner, modalities=args.tcot_modalities) if args.reasoner else None
+    reasoner = (load_reasoner(args.reasoner, modalities=args.tcot_modalities, prompt_set=args.prompt_set)
+                if args.reasoner else None)
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
     embedder = load_embedder(args.model, format=args.format)
     manifest = build_index(embedder, corpus, args.out, reasoner=reasoner, factory=args.factory,
@@ -118,7 +120,8 @@ def cmd_add(args) -> int:
         raise EmbedrlError(f"{args.dir} was built from precomputed vectors; pass --model")
     built_with = manifest.get("reasoner") or {}
     reasoner_spec = args.reasoner or built_with.get("id")
-    reasoner = load_reasoner(reasoner_spec, modalities=built_with.get("modalities")) if reasoner_spec else None
+    reasoner = (load_reasoner(reasoner_spec, modalities=built_with.get("modalities"),
+                              prompt_set=built_with.get("prompt_set")) if reasoner_spec else None)
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
     result = add_to_index(args.dir, corpus, load_embedder(spec, format=args.format or manifest["embedder"].get("format")), reasoner=reasoner, cache=args.tcot_cache,
                           batch_size=args.batch_size)

@@ -247,6 +247,8 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
     info = {"id": rid, "hash": rhash, "prompt_version": version}
     if getattr(reasoner, "modalities", None) is not None:
         info["modalities"] = list(reasoner.modalities)
+    if getattr(reasoner, "prompt_set", None) is not None:
+        info["prompt_set"] = reasoner.prompt_set.name
     return info
 
 

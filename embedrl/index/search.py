@@ -103,7 +103,9 @@ class Retriever:
         if isinstance(reasoner, str):
             from embedrl.models.reasoner import load_reasoner
 
-            reasoner = load_reasoner(reasoner, modalities=(manifest.get("reasoner") or {}).get("modalities"))
+            built_with = manifest.get("reasoner") or {}
+            reasoner = load_reasoner(reasoner, modalities=built_with.get("modalities"),
+                                     prompt_set=built_with.get("prompt_set"))
         return cls(index_dir, manifest, index, store, embedder, reasoner, cache)
 
     def close(self) -> None:
@@ -125,7 +127,8 @@ class Retriever:
         if self.reasoner is None and built_with:
             from embedrl.models.reasoner import load_reasoner
 
-            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"))
+            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"),
+                                          prompt_set=built_with.get("prompt_set"))
         if self.reasoner is not None and built_with and reasoner_info(self.reasoner) != built_with:
             logger.warning("query reasoner %s differs from the one the index was built with (%s)",
                            reasoner_info(self.reasoner), built_with)
