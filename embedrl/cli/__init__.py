@@ -104,6 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def add_format_option(parser) -> None:
+    """`--format NAME`: the embedding format of a VLM embedder (every command that loads one)."""
+    from embedrl.models.formats import FORMATS
+
+    parser.add_argument("--format", choices=list(FORMATS), default=None, metavar="NAME",
+                        help="embedding format of a VLM embedder: " + ", ".join(FORMATS) + " (default: the one "
+                             "its embedrl.json records or its files identify; open_clip models have none)")
+
+
+def add_prompt_set_option(parser) -> None:
+    """`--prompt-set NAME`: the prompts a reasoner writes T-CoTs with."""
+    from embedrl.models.prompts import PROMPT_SETS
+
+    parser.add_argument("--prompt-set", choices=list(PROMPT_SETS), default=None, metavar="NAME",
+                        help="reasoner prompt set: " + ", ".join(PROMPT_SETS) + " (embed-rl: the paper's T-CoT "
+                             "prompts; default: the one the reasoner records, else default)")
+
+
 def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAction:
     """The sub-parsers of command group `name`, made (with `help`) the first time it is asked for."""
     if name in sub.choices:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from embedrl.cli import add_format_option
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="interactive retrieval demo (Gradio) over an index",
@@ -17,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
+    add_format_option(p)
     p.add_argument("--reasoner", help="query reasoner (default: the one in the manifest, if any)")
     p.add_argument("--tcot-cache", help="T-CoT cache file (default: $EMBEDRL_TCOT_CACHE or ~/.cache/embedrl)")
     p.add_argument("--concurrency", type=int, default=2,
@@ -41,13 +44,14 @@ def cmd_demo(args) -> int:
     if args.server:
         from embedrl.demo.remote import launch as launch_remote
 
-        if args.model or args.reasoner or args.tcot_cache:
-            raise EmbedrlError("--model, --reasoner and --tcot-cache are the server's; give them to `embedrl serve`")
+        if args.model or args.reasoner or args.tcot_cache or args.format:
+            raise EmbedrlError("--model, --format, --reasoner and --tcot-cache are the server's; give them to "
+                               "`embedrl serve`")
         launch_remote(args.server, args.index, args.api_key, host=args.host, port=args.port, share=args.share,
                       **limits)
         return 0
     if not args.index:
         raise EmbedrlError("give --index DIR (or --server URL)")
     launch(args.index, host=args.host, port=args.port, share=args.share, model=args.model,
-           reasoner=args.reasoner, tcot_cache=args.tcot_cache, **limits)
+           reasoner=args.reasoner, tcot_cache=args.tcot_cache, format=args.format, **limits)
     return 0

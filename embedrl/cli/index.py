@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from embedrl.cli import add_group
+from embedrl.cli import add_format_option, add_group, add_prompt_set_option
 from embedrl.core.errors import EmbedrlError
 
 
@@ -15,8 +15,10 @@ def register(sub) -> None:
     p = commands.add_parser("build", help="encode a corpus (resumable, multi-process) and build an index")
     p.add_argument("--model", required=True, help="embedder: a saved model directory, open_clip:ARCH, a Hub id, or "
                                                   "the URL of an `embedrl serve`")
+    add_format_option(p)
     p.add_argument("--reasoner", help="reasoner for target T-CoTs (cached; omit to index raw items): a model, or an "
                                       "OpenAI-compatible chat endpoint openai:BASE_URL#MODEL")
+    add_prompt_set_option(p)
     p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                    help="T-CoTs only for items of these modalities (text image video document); others are "
                         "indexed raw, and queries are treated alike at search time (default: all)")
@@ -39,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("dir", help="index directory")
     _corpus_args(p)
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
+    add_format_option(p)
     p.add_argument("--reasoner", help="the index's reasoner (default: the one in the manifest)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tcot-cache", help="T-CoT cache file")
@@ -53,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="number of hits")
     p.add_argument("--no-tcot", action="store_true", help="embed the raw query, without a reasoner T-CoT")
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
+    add_format_option(p)
     p.add_argument("--reasoner", help="query reasoner (default: the one in the manifest)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="FAISS search parameter, e.g. nprobe=64 or efSearch=256 (repeatable)")
@@ -78,9 +82,10 @@ def cmd_build(args) -> int:
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 
-    reasoner = load_reasoner(args.reasoner, modalities=args.tcot_modalities) if args.reasoner else None
+    reasoner = (load_reasoner(args.reasoner, modalities=args.tcot_modalities, prompt_set=args.prompt_set)
+                if args.reasoner else None)
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
-    embedder = load_embedder(args.model)
+    embedder = load_embedder(args.model, format=args.format)
     manifest = build_index(embedder, corpus, args.out, reasoner=reasoner, factory=args.factory,
                            shard_size=args.shard_size, gpu=args.gpu, cache=args.tcot_cache,
                            batch_size=args.batch_size, overwrite=args.overwrite)
@@ -117,9 +122,10 @@ def cmd_add(args) -> int:
         raise EmbedrlError(f"{args.dir} was built from precomputed vectors; pass --model")
     built_with = manifest.get("reasoner") or {}
     reasoner_spec = args.reasoner or built_with.get("id")
-    reasoner = load_reasoner(reasoner_spec, modalities=built_with.get("modalities")) if reasoner_spec else None
+    reasoner = (load_reasoner(reasoner_spec, modalities=built_with.get("modalities"),
+                              prompt_set=built_with.get("prompt_set")) if reasoner_spec else None)
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
-    result = add_to_index(args.dir, corpus, load_embedder(spec), reasoner=reasoner, cache=args.tcot_cache,
+    result = add_to_index(args.dir, corpus, load_embedder(spec, format=args.format or manifest["embedder"].get("format")), reasoner=reasoner, cache=args.tcot_cache,
                           batch_size=args.batch_size)
     _print(result)
     return 0
@@ -153,7 +159,8 @@ def cmd_search(args) -> int:
             raise EmbedrlError(f"--frames {args.frames}: expected one folder of frames, found {len(videos)} videos")
         frames = videos[0].frames
     query = Item(text=args.text, image=args.image, frames=frames, instruction=args.instruction)
-    retriever = Retriever.from_dir(args.dir, model=args.model, reasoner=args.reasoner, cache=args.tcot_cache)
+    retriever = Retriever.from_dir(args.dir, model=args.model, reasoner=args.reasoner, cache=args.tcot_cache,
+                                   format=args.format)
     try:
         hits = retriever.search(query, k=args.k, use_tcot=not args.no_tcot, params=_params(args.param))[0]
     finally:

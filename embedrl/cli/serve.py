@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from embedrl.cli import add_format_option, add_prompt_set_option
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="HTTP service: OpenAI-compatible embeddings, JSON search, metrics",
@@ -14,9 +16,11 @@ def register(sub) -> None:
                    help="an index to serve, by name (default: the directory's name); repeatable")
     p.add_argument("--model", help="embedder to serve (default: the first index's); every index must have been "
                                    "built with it")
+    add_format_option(p)
     p.add_argument("--reasoner", help="query reasoner for searches with T-CoT: a model directory, Hub id or an "
                                       "OpenAI-compatible chat URL (default: each index's own); a local one is also "
                                       "served at /v1/chat/completions")
+    add_prompt_set_option(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1, this machine only; any other needs an API key)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -54,5 +58,5 @@ def cmd_serve(args) -> int:
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
                            model_name=args.model_name, tcot_cache=args.tcot_cache)
     run(args.index, model=args.model, reasoner=args.reasoner, host=args.host, port=args.port,
-        api_key=args.api_key, options=options)
+        api_key=args.api_key, options=options, format=args.format, prompt_set=args.prompt_set)
     return 0

@@ -302,21 +302,21 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
 
 
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,
-                 tcot_cache: str | None = None) -> DemoBackend:
+                 tcot_cache: str | None = None, format: str | None = None) -> DemoBackend:
     """Load an index for the demo; its reasoner (the manifest's, or `reasoner`) is loaded now, not at the first query."""
     from embedrl.index.build import load_manifest
     from embedrl.index.search import Retriever
 
     manifest = load_manifest(index_dir)
     reasoner = reasoner or (manifest.get("reasoner") or {}).get("id")
-    return DemoBackend(Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache))
+    return DemoBackend(Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache, format=format))
 
 
 def launch(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            model: str | None = None, reasoner: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tcot_cache: str | None = None, block: bool = True):
+           tcot_cache: str | None = None, block: bool = True, format: str | None = None):
     """Load `index_dir` and serve the demo (blocks until interrupted unless `block=False`)."""
-    backend = load_backend(index_dir, model, reasoner, tcot_cache)
+    backend = load_backend(index_dir, model, reasoner, tcot_cache, format)
     demo = build_app(backend, max_upload_mb=max_upload_mb, max_pixels=max_pixels, concurrency=concurrency)
     return serve(demo, host, port, share, block)

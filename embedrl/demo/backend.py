@@ -30,7 +30,7 @@ from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, load_image
-from embedrl.core.tcot import TCoT, parse_tcot
+from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 from embedrl.demo import views
 
 if TYPE_CHECKING:
@@ -237,7 +237,8 @@ class DemoBackend:
         except EmbedrlError as e:
             logger.warning("row %d: %s", hit.row, e)
         title = f"Result #{rank + 1} T-CoT" if rank is not None else "Result T-CoT"
-        card = views.tcot_html(tcot, None, title=title,
+        as_written = hit.tcot if tcot is not None and hit.tcot != render_tcot(tcot) else None
+        card = views.tcot_html(tcot, as_written, title=title,
                                missing="No cached T-CoT: this index was built without a reasoner.")
         head = (f'<div class="erl-sub">{views.esc(kind)} · id <code>{views.esc(hit.id)}</code> · row {hit.row}'
                 f" · score <b>{hit.score:.4f}</b></div>")

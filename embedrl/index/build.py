@@ -237,7 +237,7 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
 
 def embedder_info(embedder: Embedder) -> dict[str, Any]:
     return {"id": str(embedder.name_or_path), "backend": embedder.backend, "fingerprint": embedder.fingerprint(),
-            "dim": int(embedder.dim)}
+            "dim": int(embedder.dim), "format": embedder.embedrl_config().get("format")}
 
 
 def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
@@ -247,6 +247,8 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
     info = {"id": rid, "hash": rhash, "prompt_version": version}
     if getattr(reasoner, "modalities", None) is not None:
         info["modalities"] = list(reasoner.modalities)
+    if getattr(reasoner, "prompt_set", None) is not None:
+        info["prompt_set"] = reasoner.prompt_set.name
     return info
 
 
@@ -340,7 +342,7 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
 
 def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike,
                    fingerprint: str | None = None) -> None:
-    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with.
+    """Refuse an embedder whose weights hash, dimension or embedding format differ from the index's.
 
     `fingerprint`: the embedder's, when already computed (a server checks each index it reloads)."""
     want = manifest.get("embedder") or {}
@@ -350,6 +352,10 @@ def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str 
             f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "
             f"{index_dir}, built with {want.get('id')} (hash {want.get('fingerprint')}, dim {manifest.get('dim')}); "
             "use that model or rebuild the index")
+    fmt = embedder.embedrl_config().get("format")
+    if want.get("format") not in (None, fmt):  # same weights, another input layout: other vectors
+        raise EmbedrlError(f"the index {index_dir} was built in the {want['format']} embedding format, not {fmt}; "
+                           f"load the model with --format {want['format']} or rebuild the index")
 
 
 def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,

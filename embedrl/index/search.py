@@ -76,7 +76,7 @@ class Retriever:
     @classmethod
     def from_dir(cls, index_dir: str | os.PathLike, model: Embedder | str | None = None,
                  reasoner: ReasonerLike | str | None = None, cache: TCoTCache | str | os.PathLike | None = None,
-                 load_model: bool = True) -> Retriever:
+                 load_model: bool = True, format: str | None = None) -> Retriever:
         index_dir = Path(index_dir)
         manifest = load_manifest(index_dir)
         index = fx.read_index(index_dir / manifest.get("index_file", "index.faiss"))
@@ -95,7 +95,7 @@ class Retriever:
             spec = model or (manifest.get("embedder") or {}).get("id")
             if not spec:
                 raise EmbedrlError(f"{index_dir} was built from precomputed vectors; pass the model that made them")
-            embedder = load_embedder(spec)
+            embedder = load_embedder(spec, format=format or (manifest.get("embedder") or {}).get("format"))
         elif model is not None:
             embedder = model
         if embedder is not None:
@@ -103,7 +103,9 @@ class Retriever:
         if isinstance(reasoner, str):
             from embedrl.models.reasoner import load_reasoner
 
-            reasoner = load_reasoner(reasoner, modalities=(manifest.get("reasoner") or {}).get("modalities"))
+            built_with = manifest.get("reasoner") or {}
+            reasoner = load_reasoner(reasoner, modalities=built_with.get("modalities"),
+                                     prompt_set=built_with.get("prompt_set"))
         return cls(index_dir, manifest, index, store, embedder, reasoner, cache)
 
     def close(self) -> None:
@@ -125,7 +127,8 @@ class Retriever:
         if self.reasoner is None and built_with:
             from embedrl.models.reasoner import load_reasoner
 
-            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"))
+            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"),
+                                          prompt_set=built_with.get("prompt_set"))
         if self.reasoner is not None and built_with and reasoner_info(self.reasoner) != built_with:
             logger.warning("query reasoner %s differs from the one the index was built with (%s)",
                            reasoner_info(self.reasoner), built_with)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from embedrl.cli import add_group
+from embedrl.cli import add_format_option, add_group
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def _encode(commands) -> None:
                                         "run. Without --model, the tiny presets are made in a temp folder; without "
                                         "--data, a tiny synthetic benchmark is.")
     p.add_argument("--model", nargs="+", help="embedders to compare (saved dirs, open_clip:ARCH[:TAG], Hub ids)")
+    add_format_option(p)
     p.add_argument("--data", help="benchmark folder with corpus.jsonl (default: a tiny synthetic benchmark)")
     p.add_argument("--n", type=int, default=96, help="items to encode (taken evenly from the corpus)")
     p.add_argument("--batch-size", type=int, default=32, help="items per batch")
@@ -96,7 +97,7 @@ def cmd_encode(args) -> int:
 
     from embedrl.core.io import iter_jsonl, write_json
     from embedrl.core.items import Item
-    from embedrl.models.base import load_embedder
+    from embedrl.models.base import backend_of, load_embedder
     from embedrl.models.bench import bench_encode, format_rows
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +115,8 @@ def cmd_encode(args) -> int:
         corpus = [Item.from_dict(row, root=data) for _, row in iter_jsonl(data / "corpus.jsonl")]
         step = max(1, len(corpus) // args.n)
         items = corpus[::step][: args.n]
-        rows = [bench_encode(load_embedder(m), items, args.batch_size, args.repeats) for m in models]
+        rows = [bench_encode(load_embedder(m, format=args.format if backend_of(m) == "vlm" else None), items,
+                             args.batch_size, args.repeats) for m in models]
     print(format_rows(rows))
     if args.json:
         write_json(args.json, rows)

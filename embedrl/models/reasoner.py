@@ -10,7 +10,11 @@ batched with left padding; items are grouped by modality and length first to was
 padding, and results come back in input order. Parsing never raises: a broken generation
 is a `TCoT` with `valid=False`; each returned TCoT also carries the raw text in `.raw`.
 
-T-CoT cache: `cache_key` is (reasoner id, weights hash, prompt version), what
+Prompt sets (`embedrl.models.prompts.PROMPT_SETS`): `default` (the tiny presets' short prompts)
+or `embed-rl` (the paper's); `prompt_set=` when loading, else the one `embedrl_reasoner.json`
+records, else `default`. Saving records it, so SFT, EG-RL and generation keep one set.
+
+T-CoT cache: `cache_key` is (reasoner id, weights hash, prompt set version), what
 `embedrl.core.tcot_cache.TCoTCache` keys on. With `cache=` set (a `TCoTCache`, a path, or True
 for the default location), greedy single-sample `generate` calls read and fill that cache,
 so a target is reasoned about once and reused by training, indexing and evaluation. Sampled
@@ -29,10 +33,17 @@ from typing import Any
 import torch
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import ensure_dir, write_json
+from embedrl.core.io import ensure_dir, read_json, write_json
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, parse_tcot
-from embedrl.models.prompts import MODALITIES, PROMPT_VERSION, ROLES, build_messages, modality_of
+from embedrl.models.prompts import (
+    DEFAULT_PROMPT_SET,
+    MODALITIES,
+    ROLES,
+    build_messages,
+    get_prompt_set,
+    modality_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +106,10 @@ class Reasoner:
 
     def __init__(self, model, processor, name_or_path: str = "", device: str | torch.device | None = None,
                  weights_hash: str | None = None, cache=None, max_new_tokens: int = 128,
-                 batch_size: int = 32, modalities: Sequence[str] | None = None):
+                 batch_size: int = 32, modalities: Sequence[str] | None = None,
+                 prompt_set: str = DEFAULT_PROMPT_SET):
         self.model = model
+        self.prompt_set = get_prompt_set(prompt_set)
         self.modalities = check_modalities(modalities)
         self.processor = processor
         self.name_or_path = name_or_path or type(model).__name__
@@ -124,15 +137,16 @@ class Reasoner:
 
     @property
     def cache_key(self) -> tuple[str, str, str]:
-        """(reasoner id, weights hash, prompt version): what the T-CoT cache keys on."""
-        return (self.name_or_path, self.weights_hash, PROMPT_VERSION)
+        """(reasoner id, weights hash, prompt set version): what the T-CoT cache keys on."""
+        return (self.name_or_path, self.weights_hash, self.prompt_set.version)
 
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | None = None,
                         dtype: torch.dtype | str | None = None, cache=None,
-                        processor_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Reasoner:
+                        processor_kwargs: dict[str, Any] | None = None, prompt_set: str | None = None,
+                        **kwargs: Any) -> Reasoner:
         """Load from a Hub id, a model directory, or a PEFT LoRA adapter directory.
 
         `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. `{"max_pixels": 401408}`
@@ -150,7 +164,7 @@ class Reasoner:
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
         weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
-                   cache=cache, **kwargs)
+                   cache=cache, prompt_set=prompt_set or recorded_prompt_set(spec), **kwargs)
 
     @property
     def is_lora(self) -> bool:
@@ -162,14 +176,15 @@ class Reasoner:
         model = self.model.merge_and_unload() if self.is_lora and merge_lora else self.model
         model.save_pretrained(str(path))
         self.processor.save_pretrained(str(path))
-        write_json(path / REASONER_CONFIG, {"prompt_version": PROMPT_VERSION, "source": self.name_or_path})
+        write_json(path / REASONER_CONFIG, {"prompt_set": self.prompt_set.name,
+                                            "prompt_version": self.prompt_set.version, "source": self.name_or_path})
         return path
 
     # -- generation ----------------------------------------------------------------------------
 
     def collate(self, items: Sequence[Item], role: str) -> dict[str, Any]:
         """Left-padded model inputs for `items` in `role` (the prompt only, ready to generate)."""
-        return self.collate_chats([build_messages(item, role) for item in items])
+        return self.collate_chats([build_messages(item, role, prompt_set=self.prompt_set) for item in items])
 
     def collate_chats(self, chats: Sequence[tuple[list[dict[str, Any]], list]]) -> dict[str, Any]:
         """Left-padded model inputs for chats: (messages with image placeholders, their images in order)."""
@@ -257,6 +272,12 @@ class Reasoner:
                 out[i] = texts
             self.generated_items += len(idx)
         return out
+
+
+def recorded_prompt_set(spec: str | os.PathLike) -> str:
+    """The prompt set a reasoner directory's `embedrl_reasoner.json` records (`default` if none)."""
+    saved = Path(spec) / REASONER_CONFIG
+    return read_json(saved).get("prompt_set", DEFAULT_PROMPT_SET) if saved.is_file() else DEFAULT_PROMPT_SET
 
 
 def check_modalities(modalities: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -47,7 +47,9 @@ class RemoteEmbedder(Embedder):
 
     backend = "remote"
 
-    def __init__(self, url: str, api_key: str | None = None, concurrency: int = 4, **endpoint: Any):
+    def __init__(self, url: str, api_key: str | None = None, concurrency: int = 4, format: str | None = None,
+                 device: str | None = None, **endpoint: Any):
+        """`format`, when given, must be the server's; `device` is the server's business (ignored here)."""
         base, _, model = url.partition("#")
         self.client = Client(base, api_key, what="embedder endpoint", **endpoint)
         self.name_or_path = url
@@ -59,6 +61,10 @@ class RemoteEmbedder(Embedder):
         self.speaks_embedrl = isinstance(info, dict)
         if self.speaks_embedrl and info.get("kind") != "embedder":
             raise EmbedrlError(f"{self.model} at {base} is a {info.get('kind')}, not an embedder")
+        self.format = info.get("format") if self.speaks_embedrl else None
+        if format is not None and format != self.format:
+            raise EmbedrlError(f"{base} embeds in the {self.format} format, not {format}; serve the model with "
+                               f"`embedrl serve --format {format}` or drop --format")
         if self.speaks_embedrl:
             self._fingerprint, self._dim = str(info["fingerprint"]), int(info["dim"])
         else:
@@ -80,6 +86,9 @@ class RemoteEmbedder(Embedder):
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+    def embedrl_config(self) -> dict[str, Any]:
+        return {"format": self.format}  # what an index records and checks
 
     def encode(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None,
                batch_size: int = 32, show_progress: bool | None = None) -> torch.Tensor:

@@ -27,16 +27,16 @@ from typing import Any
 from embedrl.client import Endpoint, image_data_url
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
-from embedrl.models.prompts import build_messages
+from embedrl.models.prompts import DEFAULT_PROMPT_SET, PromptSet, build_messages, get_prompt_set
 from embedrl.models.reasoner import Reasoner, _open_cache, check_modalities
 
 # `model.generate` sampling arguments and their OpenAI names
 _SAMPLING = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed"}
 
 
-def chat_request(item: Item, role: str) -> list[dict[str, Any]]:
+def chat_request(item: Item, role: str, prompt_set: PromptSet) -> list[dict[str, Any]]:
     """The reasoner's chat for `item` in OpenAI's form: `build_messages`, images inlined as data URLs."""
-    messages, images = build_messages(item, role, load=False)
+    messages, images = build_messages(item, role, load=False, prompt_set=prompt_set)
     pending = iter(images)
     out = []
     for message in messages:
@@ -51,7 +51,7 @@ class RemoteReasoner(Reasoner):
 
     def __init__(self, spec: str, cache=None, max_new_tokens: int = 128, batch_size: int = 32,
                  modalities: Sequence[str] | None = None, api_key: str | None = None, concurrency: int = 8,
-                 **endpoint: Any):
+                 prompt_set: str | None = None, **endpoint: Any):
         base, _, model = spec.removeprefix("openai:").partition("#")
         self.endpoint = Endpoint(base, api_key, what="reasoner endpoint", **endpoint)
         entry = self.endpoint.served_model(model, "reasoner")
@@ -62,6 +62,8 @@ class RemoteReasoner(Reasoner):
         else:
             self.name_or_path = f"openai:{self.endpoint.root}/v1#{self.model_name}"
             self._weights_hash = hashlib.sha1(json.dumps([entry.get("id"), entry.get("root")]).encode()).hexdigest()[:16]
+        # the prompts are built here: the set named, else the one an embedrl server's reasoner was trained with
+        self.prompt_set = get_prompt_set(prompt_set or info.get("prompt_set") or DEFAULT_PROMPT_SET)
         self.modalities = check_modalities(modalities)
         self.cache = _open_cache(cache)
         self.max_new_tokens, self.batch_size, self.concurrency = max_new_tokens, batch_size, max(1, concurrency)
@@ -86,7 +88,7 @@ class RemoteReasoner(Reasoner):
             body["temperature"] = 0.0
 
         def one(item: Item) -> list[str]:
-            reply = self.endpoint.post("/v1/chat/completions", {**body, "messages": chat_request(item, role)})
+            reply = self.endpoint.post("/v1/chat/completions", {**body, "messages": chat_request(item, role, self.prompt_set)})
             choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
             if len(choices) != num_samples:
                 raise EmbedrlError(f"reasoner endpoint {self.endpoint.root} returned {len(choices)} choices for "

@@ -40,25 +40,28 @@ def parse_index_specs(specs: list[str]) -> dict[str, Path]:
 
 
 def load_service(indexes: dict[str, Path], model: str | None = None, reasoner: str | None = None,
-                 options: ServeOptions | None = None) -> Service:
-    """Load the embedder (`model`, else the first index's), the reasoner, and the indexes."""
+                 options: ServeOptions | None = None, format: str | None = None,
+                 prompt_set: str | None = None) -> Service:
+    """Load the embedder (`model`, else the first index's, in `format` else the index's), the reasoner (with
+    `prompt_set`, else the one it records), and the indexes."""
     from embedrl.index.build import load_manifest
     from embedrl.models.base import load_embedder
 
     if not indexes and not model:
         raise EmbedrlError("give --index DIR (its embedder is served) and/or --model M")
     spec = model
-    if spec is None:
+    if indexes:
         first = next(iter(indexes.values()))
-        spec = (load_manifest(first).get("embedder") or {}).get("id")
+        built_with = load_manifest(first).get("embedder") or {}
+        spec, format = spec or built_with.get("id"), format or built_with.get("format")
         if not spec:
             raise EmbedrlError(f"{first} was built from precomputed vectors; pass --model")
     loaded = None
     if reasoner:
         from embedrl.models.reasoner import load_reasoner
 
-        loaded = load_reasoner(reasoner)
-    return Service(load_embedder(spec), indexes, loaded, options)
+        loaded = load_reasoner(reasoner, prompt_set=prompt_set)
+    return Service(load_embedder(spec, format=format), indexes, loaded, options)
 
 
 def check_exposure(host: str, api_key: str | None) -> None:
@@ -68,7 +71,8 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 
 def run(index_specs: list[str], model: str | None = None, reasoner: str | None = None, host: str = "127.0.0.1",
-        port: int = 8000, api_key: str | None = None, options: ServeOptions | None = None) -> None:
+        port: int = 8000, api_key: str | None = None, options: ServeOptions | None = None,
+        format: str | None = None, prompt_set: str | None = None) -> None:
     """Load and serve until interrupted."""
     import uvicorn
 
@@ -78,7 +82,7 @@ def run(index_specs: list[str], model: str | None = None, reasoner: str | None =
     check_exposure(host, api_key)
     options = options or ServeOptions()
     set_pil_limit(options.limits.image.max_pixels)
-    service = load_service(parse_index_specs(index_specs), model, reasoner, options)
+    service = load_service(parse_index_specs(index_specs), model, reasoner, options, format, prompt_set)
     logger.info("serving %s (%s) and %d index(es) on http://%s:%d", service.model_name, service.fingerprint,
                 len(service.indexes), host, port)
     uvicorn.run(build_app(service, api_key), host=host, port=port, log_level="warning",

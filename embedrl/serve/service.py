@@ -194,9 +194,10 @@ class Service:
             built = load_manifest(path).get("reasoner")
             if not built:
                 return None
-            key = (built["id"], tuple(built.get("modalities") or ()))
+            key = (built["id"], tuple(built.get("modalities") or ()), built.get("prompt_set"))
             if key not in loaded:
-                loaded[key] = load_reasoner(built["id"], modalities=built.get("modalities"))
+                loaded[key] = load_reasoner(built["id"], modalities=built.get("modalities"),
+                                            prompt_set=built.get("prompt_set"))
             return loaded[key]
 
         self.indexes = {name: ServedIndex(name, path, embedder, self.fingerprint, query_reasoner(path))
@@ -324,9 +325,10 @@ class Service:
         base = {"object": "model", "created": self.started, "owned_by": "embedrl"}
         out = [{"id": self.model_name, **base, "embedrl": {
             "kind": "embedder", "fingerprint": self.fingerprint, "dim": int(self.embedder.dim),
-            "backend": self.embedder.backend}}]
+            "backend": self.embedder.backend, "format": self.embedder.embedrl_config().get("format")}}]
         if self.chat_reasoner is not None:
             rid, rhash, version = self.chat_reasoner.cache_key
             out.append({"id": self.reasoner_name, **base, "embedrl": {
-                "kind": "reasoner", "reasoner_id": rid, "hash": rhash, "prompt_version": version}})
+                "kind": "reasoner", "reasoner_id": rid, "hash": rhash, "prompt_version": version,
+                "prompt_set": self.chat_reasoner.prompt_set.name}})
         return out

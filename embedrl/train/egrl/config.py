@@ -20,6 +20,9 @@ class EGRLConfig(GRPOConfig):
     reasoner: str = field(default="", metadata={"help": "Policy to start from: the SFT reasoner (dir or Hub id)."})
     embedder: str = field(default="", metadata={
         "help": "Frozen embedder that scores rollouts: a model dir / spec, or the URL of an `embedrl serve` (its GPU)."})
+    embedder_format: str = field(default="", metadata={
+        "help": "Embedding format of a VLM embedder (embed-rl, vlm2vec, gme, qwen3-vl-embedding); default: the "
+                "one its embedrl.json records or its files identify."})
     train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style, with T-CoT annotations)."})
     data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
     format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})

@@ -32,7 +32,7 @@ from trl import GRPOTrainer
 
 from embedrl.data.pairs import read_pairs
 from embedrl.models.base import Embedder, load_embedder
-from embedrl.models.reasoner import check_modalities
+from embedrl.models.reasoner import check_modalities, recorded_prompt_set
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 from embedrl.train.egrl.config import EGRLConfig
 from embedrl.train.egrl.diagnostics import RewardDiagnostics
@@ -75,8 +75,8 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
         logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
     pairs = pairs[: config.max_train_pairs] if config.max_train_pairs else pairs
     modalities = check_modalities(config.modalities)
-    dataset = RolloutDataset(pairs, modalities, config.tcot_mode_by_set)
-    embedder = embedder or load_embedder(config.embedder)
+    dataset = RolloutDataset(pairs, modalities, config.tcot_mode_by_set, recorded_prompt_set(config.reasoner))
+    embedder = embedder or load_embedder(config.embedder, format=config.embedder_format or None)
     embedder.module.requires_grad_(False)
     writer = None
     if config.candidate_tcots == "reasoner":
@@ -126,5 +126,6 @@ def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | N
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     out = Path(config.output_dir)
     # last: the reasoner's config file marks the run complete
-    Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out)).save_pretrained(out)
+    Reasoner(trainer.model, trainer.processing_class, name_or_path=str(out),
+             prompt_set=recorded_prompt_set(config.reasoner)).save_pretrained(out)
     return out
