@@ -280,3 +280,21 @@ def test_search_with_query_tcots_written_on_the_server(embedder, tiny_clip_dir, 
         body = {"query": item_input(query, given), "k": 3}
         answer = client.post("/v1/search", body)
         assert answer["query"]["tcot"] == render_tcot(given) and "reasoning" not in answer["timings_ms"]
+
+
+def test_a_served_vlm_embedder_keeps_its_embedding_format(tiny_vlm_embedder_dir, synth_tiny_dir):
+    from embedrl.core.tcot import TCoT
+    from embedrl.models.base import load_embedder
+
+    local = load_embedder(str(tiny_vlm_embedder_dir))
+    items = _some_items(synth_tiny_dir, 6)
+    tcots = [TCoT(keywords=["shape"], boxes=[[0, 0, 800, 800]], answer="a shape") if i.image is not None else
+             TCoT(keywords=["moving"], key_frames=[1], answer="motion") if i.frames else None for i in items]
+    with serving(local) as (url, _):
+        remote = load_embedder(url)
+        assert remote.embedrl_config() == {"format": local.embedrl_config()["format"]}
+        np.testing.assert_allclose(remote.encode(items, tcots, batch_size=3).numpy(),
+                                   local.encode(items, tcots, batch_size=3).numpy(), atol=1e-4)
+        other = next(f for f in ("vlm2vec", "gme") if f != local.embedrl_config()["format"])
+        with pytest.raises(EmbedrlError, match=f"not {other}"):
+            load_embedder(url, format=other)

@@ -94,7 +94,7 @@ def test_health_and_models_report_the_models_identity(http, embedder):
     assert models["object"] == "list"
     assert models["data"][0]["id"] == "tiny-clip"
     assert models["data"][0]["embedrl"] == {"kind": "embedder", "fingerprint": embedder.fingerprint(),
-                                            "dim": embedder.dim, "backend": "open_clip"}
+                                            "dim": embedder.dim, "backend": "open_clip", "format": None}
 
 
 def test_metrics_count_requests_batches_and_queues(http):
