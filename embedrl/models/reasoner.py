@@ -263,8 +263,21 @@ def _parsed(text: str) -> TCoT:
     return tcot
 
 
-def load_reasoner(spec: str | os.PathLike | Reasoner, **kwargs: Any) -> Reasoner:
-    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`)."""
+BACKENDS = ("hf", "vllm")
+
+
+def load_reasoner(spec: str | os.PathLike | Reasoner, backend: str = "hf", **kwargs: Any) -> Reasoner:
+    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`).
+
+    `backend`: "hf" generates with transformers (CPU or GPU); "vllm" with vLLM's offline engine
+    (GPU only; `embedrl.models.vllm_reasoner`): the same prompts, parsing and T-CoT cache keys.
+    """
     if isinstance(spec, Reasoner):
         return spec
+    if backend not in BACKENDS:
+        raise EmbedrlError(f"reasoner backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm":
+        from embedrl.models.vllm_reasoner import VLLMReasoner
+
+        return VLLMReasoner.from_pretrained(spec, **kwargs)
     return Reasoner.from_pretrained(spec, **kwargs)
