@@ -145,3 +145,13 @@ def test_a_worker_that_cannot_load_the_model_fails_the_build_with_its_error(faul
     monkeypatch.setattr(type(embedder), "fingerprint", lambda self: "0" * 16)  # the driver's copy differs
     with pytest.raises(EmbedrlError, match="is not the driver's"):
         build_index(embedder, corpus, tmp_path / "idx", shard_size=SHARD, engine=engine)
+
+
+def test_bench_index_engine_ray_prints_items_per_second_and_ratios(faults, corpus, tiny_clip_dir, capsys):
+    assert main(["-q", "bench", "index", "--engine", "ray", "--workers", "1", "--n", "24", "--model",
+                 str(tiny_clip_dir), "--corpus", str(corpus), "--shard-size", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "index build of 24 items" in out and "per-item overhead of Ray" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("local ", "ray "))]
+    assert rows[0][:2] == ["local", "1"] and rows[-1][:3] == ["ray", "1", "1"]
+    assert float(rows[0][5]) == 1.0 and all(float(r[4]) > 0 for r in rows)  # x local of the baseline; items/s

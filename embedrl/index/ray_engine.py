@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,6 @@ class ShardWorker:
                  cache: str | None = None):
         from embedrl.models.base import load_embedder
 
-        t0 = time.perf_counter()
         self.out, self.batch_size = out, batch_size
         self.embedder = load_embedder(embedder)
         if self.embedder.fingerprint() != fingerprint:
@@ -92,7 +91,6 @@ class ShardWorker:
                 raise EmbedrlError(f"reasoner {reasoner} on this worker ({reasoner_key(self.reasoner)}) is not the "
                                    f"driver's ({key}); give every node the same model files")
             self.cache = TCoTCache(cache)
-        self.init_seconds = time.perf_counter() - t0
         import ray
 
         self.worker = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
@@ -113,8 +111,7 @@ class ShardWorker:
                 write_shard(self.out, shard, encoded, start, stop)
                 done.append(True)
             seconds.append(time.perf_counter() - t0)
-        return {"shard": batch["shard"], "encoded": np.array(done), "seconds": np.array(seconds),
-                "init_seconds": np.full(len(done), self.init_seconds), "worker": np.array([self.worker] * len(done))}
+        return {"shard": batch["shard"], "encoded": np.array(done), "seconds": np.array(seconds)}
 
 
 @dataclass
@@ -133,6 +130,7 @@ class RayEngine:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     reasoner_backend: str = "hf"
+    last_run: dict[str, Any] = field(default_factory=dict, init=False)  # counts of the last `encode_shards`
 
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
@@ -181,6 +179,7 @@ class RayEngine:
         n = len(corpus)
         todo = [i for i in range(num_shards(n, shard_size)) if not shard_done(out, i)]
         counts: dict[str, Any] = {"encoded": 0, "reused": num_shards(n, shard_size) - len(todo)}
+        self.last_run = counts
         if counts["reused"]:
             logger.info("%d of %d shard(s) already done, resuming", counts["reused"], num_shards(n, shard_size))
         if not todo:
@@ -209,19 +208,20 @@ class RayEngine:
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker or None)
             logger.info("encoding %d shard(s) on %d Ray worker(s)", len(todo), workers)
-            init_seconds: dict[str, float] = {}
+            t0, start = time.perf_counter(), None
             with tqdm(total=len(todo), unit="shard", desc=f"encoding (ray x{workers})", disable=None) as bar:
                 for row in results.iter_rows():
+                    if start is None:  # launch to first result, less its encoding: actors' start and model loading
+                        start = time.perf_counter() - t0 - float(row["seconds"])
                     counts["encoded" if row["encoded"] else "reused"] += 1
-                    init_seconds[str(row["worker"])] = float(row["init_seconds"])
                     bar.update(1)
         except ray.exceptions.RayError as e:
             raise _clear(e) from e
         finally:
             if started:
                 ray.shutdown()
-        counts.update(workers=workers, worker_start_seconds=max(init_seconds.values(), default=0.0))
-        logger.info("Ray: %d shard(s) encoded, %d reused; workers loaded their models in %.1f s at most",
+        counts.update(workers=workers, worker_start_seconds=start or 0.0)
+        logger.info("Ray: %d shard(s) encoded, %d reused; the first worker was ready after %.1f s",
                     counts["encoded"], counts["reused"], counts["worker_start_seconds"])
         return counts
 
