@@ -80,7 +80,19 @@ def _hub_commit(repo_id: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def _open_cache(cache):
+def model_identity(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """(spec, weights hash) of a reasoner: a directory by its absolute path (one id however it was
+    spelled) and the hash of its files; a Hub id by its cached commit (None when not cached)."""
+    spec = str(name_or_path)
+    path = Path(spec)
+    if path.is_dir():
+        return str(path.resolve()), directory_weights_hash(path)
+    if path.exists() or spec.startswith((".", "/")):
+        raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+    return spec, _hub_commit(spec)
+
+
+def open_cache(cache):
     if cache is None or cache is False:
         return None
     from embedrl.core.tcot_cache import TCoTCache
@@ -102,7 +114,7 @@ class Reasoner:
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size  # items per generate call
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.generated_items = 0  # items actually generated for (cache misses included), for bookkeeping
         self._weights_hash = weights_hash
         if processor.tokenizer.pad_token is None:
@@ -140,15 +152,8 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
-        spec = str(name_or_path)
-        path = Path(spec)
-        is_dir = path.is_dir()
-        if is_dir:
-            spec = str(path.resolve())  # one id per directory, however it was spelled
-        elif path.exists() or spec.startswith((".", "/")):
-            raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+        spec, weights_hash = model_identity(name_or_path)
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
-        weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
                    cache=cache, **kwargs)
 
