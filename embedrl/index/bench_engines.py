@@ -120,7 +120,8 @@ def format_engines(result: dict[str, Any]) -> str:
     lines.append(f"Ray cluster start: {result['cluster_start_s']:.1f} s (once per cluster, not in the walls)")
     if result["overhead_ms_per_item"] is not None:
         lines.append(f"per-item overhead of Ray (x1 outside worker start and shard encoding, less local's): "
-                     f"{result['overhead_ms_per_item']:.2f} ms/item")
+                     f"{result['overhead_ms_per_item']:.2f} ms/item, "
+                     f"{result['overhead_ms_per_item'] * result['shard_size']:.0f} ms per shard of {result['shard_size']}")
     lines.append("shards' own encoding time (s): " + ", ".join(
         f"{r.engine} x{r.workers} ({r.threads} thr) {r.encode_s:.1f}" for r in rows))
     return "\n".join(lines)
