@@ -10,6 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+from test_index import exact_top, low_rank
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
@@ -17,16 +18,6 @@ from embedrl.index import faiss_index as fx
 from embedrl.index.build import add_to_index, build_from_vectors, load_manifest
 from embedrl.index.search import Retriever
 from embedrl.index.sharded import PARTS_DIR, TRAINED_FILE, group_shards, open_index
-
-
-def low_rank(n: int, dim: int, rank: int = 8, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, dim)) + 0.05 * rng.standard_normal((n, dim))
-    return fx.normalize(x.astype(np.float32))
-
-
-def exact_top(xb: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-(xq @ xb.T), axis=1, kind="stable")[:, :k]
 
 
 def test_groups_are_contiguous_balanced_and_never_empty():
