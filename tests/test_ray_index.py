@@ -134,7 +134,7 @@ def test_a_killed_worker_is_retried_and_a_rerun_skips_finished_shards(
     r.close()
 
 
-def test_a_worker_that_cannot_load_the_model_fails_the_build_with_its_error(faults, corpus, tiny_clip_dir,
+def test_a_worker_that_cannot_start_fails_the_build_with_a_clear_error(faults, corpus, tiny_clip_dir,
                                                                            tmp_path, monkeypatch):
     from embedrl.index.build import build_index
     from embedrl.index.ray_engine import RayEngine
@@ -142,6 +142,8 @@ def test_a_worker_that_cannot_load_the_model_fails_the_build_with_its_error(faul
 
     engine = RayEngine(workers=1)
     embedder = load_embedder(str(tiny_clip_dir))
+    with pytest.raises(EmbedrlError, match="not enough for one worker of 1 CPU.* and 1 GPU"):
+        build_index(embedder, corpus, tmp_path / "gpu", shard_size=SHARD, engine=RayEngine(gpus_per_worker=1))
     monkeypatch.setattr(type(embedder), "fingerprint", lambda self: "0" * 16)  # the driver's copy differs
     with pytest.raises(EmbedrlError, match="is not the driver's"):
         build_index(embedder, corpus, tmp_path / "idx", shard_size=SHARD, engine=engine)

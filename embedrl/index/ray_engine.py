@@ -165,6 +165,10 @@ class RayEngine:
         resources = ray.cluster_resources()
         fit = (resources.get("GPU", 0) / self.gpus_per_worker if self.gpus_per_worker
                else resources.get("CPU", 1) / self.cpus_per_worker)
+        if fit < 1:  # no actor could ever start: Ray would wait for ever
+            raise EmbedrlError(f"the Ray cluster has {resources.get('CPU', 0):g} CPU(s) and {resources.get('GPU', 0):g} "
+                               f"GPU(s): not enough for one worker of {self.cpus_per_worker:g} CPU(s) and "
+                               f"{self.gpus_per_worker:g} GPU(s); lower --cpus-per-worker / --gpus-per-worker")
         if self.workers is not None and self.workers > fit:
             logger.warning("%d workers asked, the cluster fits %d now (%s); the rest wait for resources",
                            self.workers, int(fit), {k: resources.get(k) for k in ("CPU", "GPU")})
