@@ -6,7 +6,7 @@ compute of one 1-CPU Ray worker), then Ray with 1, 2, ... workers of one CPU eac
 cluster is started once before the rows (its start is reported, not counted: a cluster
 outlives builds); each Ray row does count its workers' start (imports and model loading, once
 per actor), and "after start" divides by the wall less that start: the rate a long build runs
-at. Ratios are items/s over the first local row's.
+at. Ratios are items/s over the local build's at this process's threads (the default).
 
 Per-item overhead of Ray: the wall time of Ray x1 outside its worker start and outside the
 shards' own encoding (scheduling, moving items and results, the object store, the driver),
@@ -77,7 +77,8 @@ def bench_engines(model: str, corpus: Corpus, workers: Sequence[int] = (1, 2), s
             timed("warm-up")  # untimed: media into the page cache, lazy initialisation done
         finally:
             torch.set_num_threads(threads)
-        for n_threads in dict.fromkeys((threads, 1)):
+        # one thread first: threads left spinning by a wider run would slow a narrower one after it
+        for n_threads in dict.fromkeys((1, threads)):
             torch.set_num_threads(n_threads)
             try:
                 rows.append(EngineRow("local", 1, n_threads, len(corpus), *timed(f"local-{n_threads}")))
@@ -108,7 +109,7 @@ def bench_engines(model: str, corpus: Corpus, workers: Sequence[int] = (1, 2), s
 
 def format_engines(result: dict[str, Any]) -> str:
     rows: list[EngineRow] = result["rows"]
-    base = rows[0]
+    base = max((r for r in rows if r.engine == "local"), key=lambda r: r.threads)  # the default local build
     head = (f"index build of {result['items']} items ({result['model']}, shards of {result['shard_size']}): "
             f"local vs Ray\n{'engine':<8} {'workers':>7} {'threads':>7} {'wall s':>8} {'items/s':>9} "
             f"{'x local':>8} {'worker start s':>15} {'items/s after start':>20} {'x local':>8}")
