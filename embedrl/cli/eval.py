@@ -41,6 +41,8 @@ def register(sub) -> None:
         p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
+        p.add_argument("--reasoner-backend", choices=("hf", "vllm"), default="hf",
+                       help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
@@ -102,7 +104,8 @@ def cmd_run(args) -> int:
     from embedrl.models.reasoner import load_reasoner
 
     # cache=True: target T-CoTs are shared with indexing and training
-    reasoner = (load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities, prompt_set=args.prompt_set)
+    reasoner = (load_reasoner(args.reasoner, backend=args.reasoner_backend, cache=True, modalities=args.tcot_modalities,
+                              prompt_set=args.prompt_set)
                 if args.reasoner else None)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,

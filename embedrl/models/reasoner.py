@@ -91,7 +91,19 @@ def _hub_commit(repo_id: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def _open_cache(cache):
+def model_identity(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """(spec, weights hash) of a reasoner: a directory by its absolute path (one id however it was
+    spelled) and the hash of its files; a Hub id by its cached commit (None when not cached)."""
+    spec = str(name_or_path)
+    path = Path(spec)
+    if path.is_dir():
+        return str(path.resolve()), directory_weights_hash(path)
+    if path.exists() or spec.startswith((".", "/")):
+        raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+    return spec, _hub_commit(spec)
+
+
+def open_cache(cache):
     if cache is None or cache is False:
         return None
     from embedrl.core.tcot_cache import TCoTCache
@@ -115,7 +127,7 @@ class Reasoner:
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size  # items per generate call
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.generated_items = 0  # items actually generated for (cache misses included), for bookkeeping
         self._weights_hash = weights_hash
         if processor.tokenizer.pad_token is None:
@@ -154,15 +166,8 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
-        spec = str(name_or_path)
-        path = Path(spec)
-        is_dir = path.is_dir()
-        if is_dir:
-            spec = str(path.resolve())  # one id per directory, however it was spelled
-        elif path.exists() or spec.startswith((".", "/")):
-            raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+        spec, weights_hash = model_identity(name_or_path)
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
-        weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
                    cache=cache, prompt_set=prompt_set or recorded_prompt_set(spec), **kwargs)
 
@@ -297,14 +302,27 @@ def _parsed(text: str) -> TCoT:
     return tcot
 
 
-def load_reasoner(spec: str | os.PathLike | Reasoner, **kwargs: Any) -> Reasoner:
+BACKENDS = ("hf", "vllm")
+
+
+def load_reasoner(spec: str | os.PathLike | Reasoner, backend: str = "hf", **kwargs: Any) -> Reasoner:
     """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`),
     or an OpenAI-compatible chat endpoint, `http(s)://HOST:PORT[/v1][#MODEL]` or `openai:BASE_URL#MODEL`
-    (`embedrl.models.remote_reasoner`)."""
+    (`embedrl.models.remote_reasoner`).
+
+    `backend` (local models): "hf" generates with transformers (CPU or GPU); "vllm" with vLLM's offline
+    engine (GPU only; `embedrl.models.vllm_reasoner`): the same prompts, parsing and T-CoT cache keys.
+    """
     if isinstance(spec, Reasoner):
         return spec
     if str(spec).startswith(("http://", "https://", "openai:")):
         from embedrl.models.remote_reasoner import RemoteReasoner
 
         return RemoteReasoner(str(spec), **kwargs)
+    if backend not in BACKENDS:
+        raise EmbedrlError(f"reasoner backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm":
+        from embedrl.models.vllm_reasoner import VLLMReasoner
+
+        return VLLMReasoner.from_pretrained(spec, **kwargs)
     return Reasoner.from_pretrained(spec, **kwargs)

@@ -28,7 +28,7 @@ from embedrl.client import Endpoint, image_data_url
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
 from embedrl.models.prompts import DEFAULT_PROMPT_SET, PromptSet, build_messages, get_prompt_set
-from embedrl.models.reasoner import Reasoner, _open_cache, check_modalities
+from embedrl.models.reasoner import Reasoner, check_modalities, open_cache
 
 # `model.generate` sampling arguments and their OpenAI names
 _SAMPLING = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed"}
@@ -65,7 +65,7 @@ class RemoteReasoner(Reasoner):
         # the prompts are built here: the set named, else the one an embedrl server's reasoner was trained with
         self.prompt_set = get_prompt_set(prompt_set or info.get("prompt_set") or DEFAULT_PROMPT_SET)
         self.modalities = check_modalities(modalities)
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.max_new_tokens, self.batch_size, self.concurrency = max_new_tokens, batch_size, max(1, concurrency)
         self.generated_items = 0
 
