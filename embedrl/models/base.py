@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from embedrl.core.items import Item
     from embedrl.core.tcot import TCoT
+    from embedrl.models.pipeline import InputPipeline
 
 CONFIG_NAME = "embedrl.json"
 # LoRA targets for VLM backbones (embedder and reasoner): the language model's projections
@@ -57,6 +58,7 @@ class Embedder(ABC):
     backend: str = ""
     name_or_path: str = ""
     module: torch.nn.Module  # the trainable weights (a Trainer trains exactly this)
+    thread_safe_collate: bool = False  # may `collate` run in several threads at once (`models.pipeline`)
 
     @property
     @abstractmethod
@@ -78,34 +80,44 @@ class Embedder(ABC):
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
+    def input_size(self, item: Item, tcot: TCoT | None = None) -> float | None:
+        """A cheap estimate of the item's padded input length, for batching items of like size
+        together (`embedrl.models.pipeline`); None where the backend does not pad."""
+        return None
+
     def encode(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None,
-               batch_size: int = 32, show_progress: bool | None = None) -> torch.Tensor:
-        """Return an (N, dim) float32 tensor on CPU, rows L2-normalised."""
+               batch_size: int = 32, show_progress: bool | None = None,
+               pipeline: InputPipeline | None = None) -> torch.Tensor:
+        """Return an (N, dim) float32 tensor on CPU, rows L2-normalised, in the order of `items`.
+
+        Batches are prepared ahead of the forward (`pipeline`, default `InputPipeline.from_env()`:
+        one background thread; see `embedrl.models.pipeline`)."""
         import torch
         from tqdm.auto import tqdm
+
+        from embedrl.models.pipeline import InputPipeline, plan_batches, prepared_batches
 
         if tcots is not None and len(tcots) != len(items):
             raise EmbedrlError(f"got {len(tcots)} T-CoTs for {len(items)} items")
         if not items:
             return torch.empty(0, self.dim)
-        starts = range(0, len(items), batch_size)
+        pipeline = pipeline or InputPipeline.from_env()
+        batches = plan_batches(self, items, tcots, batch_size, sort=pipeline.sort)
         if show_progress is None:
-            show_progress = len(starts) > 10
+            show_progress = len(batches) > 10
         was_training = self.module.training
         self.module.eval()
         device = self.device
-        out = []
+        out = torch.empty(len(items), self.dim)
         try:
             with torch.inference_mode(), autocast(device):
-                for start in tqdm(starts, desc=f"encode ({self.backend})", disable=not show_progress,
-                                  unit="batch"):
-                    chunk = items[start:start + batch_size]
-                    chunk_tcots = None if tcots is None else tcots[start:start + batch_size]
-                    batch = to_device(self.collate(chunk, chunk_tcots), device)
-                    out.append(self.forward(batch).float().cpu())
+                for rows, batch in tqdm(prepared_batches(self, items, tcots, batches, pipeline, device),
+                                        total=len(batches), desc=f"encode ({self.backend})",
+                                        disable=not show_progress, unit="batch"):
+                    out[rows] = self.forward(batch).float().cpu()
         finally:
             self.module.train(was_training)
-        return torch.cat(out)
+        return out
 
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None: ...
@@ -151,10 +163,11 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: dict[str, Any], device: torch.device, non_blocking: bool = False) -> dict[str, Any]:
     import torch
 
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
 
 
 def backend_class(name: str) -> type[Embedder]:

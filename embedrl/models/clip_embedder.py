@@ -16,6 +16,7 @@ Loading: a directory saved by `save_pretrained` (open_clip's local-dir layout pl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import Item, load_image
+from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, materialize, usable_tcot
 from embedrl.models.base import CONFIG_NAME, Embedder
 
@@ -59,6 +60,38 @@ class CLIPFusion(nn.Module):
         return torch.sigmoid(self.evidence_logit).item()
 
 
+class BatchedPreprocess:
+    """open_clip's eval transform with its tensor steps run once per batch instead of per image.
+
+    The transform is split at its ToTensor: the PIL steps before it (resize, crop, RGB) run per
+    image; ToTensor's uint8 -> float / 255 and the Normalize after it run on the stacked batch.
+    Those are the same elementwise operations, so the pixels are bitwise the per-image transform's
+    (tests/test_embedders.py), without a few tensor calls per image (which cost more than the
+    resize on small images). A transform of another shape runs per image, unchanged.
+    """
+
+    def __init__(self, preprocess):
+        from torchvision.transforms import Compose, Normalize, ToTensor
+
+        self.preprocess = preprocess
+        steps = list(getattr(preprocess, "transforms", []))
+        cut = next((i for i, step in enumerate(steps) if isinstance(step, ToTensor)), None)
+        batchable = cut is not None and all(isinstance(step, Normalize) for step in steps[cut + 1:])
+        self.per_image = Compose(steps[:cut]) if batchable else None
+        self.per_batch = steps[cut + 1:] if batchable else []
+
+    def __call__(self, images: Sequence) -> torch.Tensor:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        views = [self.per_image(im) for im in images] if self.per_image is not None else []
+        if self.per_image is None or any(v.mode != "RGB" for v in views):
+            return torch.stack([self.preprocess(im) for im in images])
+        x = torch.stack([pil_to_tensor(v) for v in views]).to(torch.get_default_dtype()).div(255)
+        for step in self.per_batch:
+            x = step(x)
+        return x
+
+
 def _scatter_mean(values: torch.Tensor, owner: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     total = values.new_zeros(n, values.shape[1]).index_add(0, owner, values)
     count = values.new_zeros(n).index_add(0, owner, torch.ones_like(owner, dtype=values.dtype))
@@ -72,7 +105,10 @@ class CLIPEmbedder(Embedder):
                  evidence_weight: float = 0.3, device: str | torch.device | None = None):
         self.module = CLIPFusion(clip, evidence_weight)
         self.preprocess = preprocess
+        self.batched_preprocess = BatchedPreprocess(preprocess)
         self.tokenizer = tokenizer
+        # PIL, torchvision and open_clip's own BPE tokenizer share no unsafe state; a Hugging Face one does
+        self.thread_safe_collate = type(tokenizer).__name__ == "SimpleTokenizer"
         self.model_cfg = model_cfg
         self.name_or_path = name_or_path
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,14 +155,15 @@ class CLIPEmbedder(Embedder):
             if text:
                 texts.append(text)
                 text_owner.append(i)
-            image = item.load_image()
-            views = ([image] if image is not None else []) + item.load_frames()
-            evidence = materialize(item, tcot, image=image) if tcot else None
-            evidence_views = (evidence.crops + [load_image(f) for f in evidence.frames]) if evidence else []
+            image, frames = item.load_image(), item.load_frames()
+            views = ([image] if image is not None else []) + frames
+            # key frames are picked from the frames already decoded
+            evidence = materialize(dataclasses.replace(item, frames=frames or None), tcot, image=image) if tcot else None
+            evidence_views = (evidence.crops + evidence.frames) if evidence else []
             if not text and not views:
                 raise EmbedrlError(f"item {item.id or i} has no text, image or frames to embed")
             for view, is_ev in [(v, False) for v in views] + [(v, True) for v in evidence_views]:
-                pixels.append(self.preprocess(view))
+                pixels.append(view)
                 pixel_owner.append(i)
                 pixel_is_evidence.append(is_ev)
         batch: dict[str, Any] = {"n_items": len(items)}
@@ -134,7 +171,7 @@ class CLIPEmbedder(Embedder):
             batch["input_ids"] = self.tokenizer(texts)
             batch["text_owner"] = torch.tensor(text_owner)
         if pixels:
-            batch["pixel_values"] = torch.stack(pixels)
+            batch["pixel_values"] = self.batched_preprocess(pixels)
             batch["pixel_owner"] = torch.tensor(pixel_owner)
             batch["pixel_is_evidence"] = torch.tensor(pixel_is_evidence)
         return batch

@@ -91,8 +91,9 @@ class RemoteEmbedder(Embedder):
         return {"format": self.format}  # what an index records and checks
 
     def encode(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None,
-               batch_size: int = 32, show_progress: bool | None = None) -> torch.Tensor:
-        """(N, dim) float32 on CPU, rows L2-normalised by the server's model, as in-process `encode`."""
+               batch_size: int = 32, show_progress: bool | None = None, pipeline: Any = None) -> torch.Tensor:
+        """(N, dim) float32 on CPU, rows L2-normalised by the server's model, as in-process `encode`
+        (`pipeline` is the server's business: requests of `batch_size` go out `concurrency` at a time)."""
         items = list(items)
         if not items:
             return torch.empty(0, self.dim)

@@ -37,7 +37,14 @@ from embedrl.core.io import ensure_dir
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, usable_tcot
 from embedrl.models.base import CONFIG_NAME, LORA_TARGETS, Embedder
-from embedrl.models.formats import FORMATS, EmbeddingFormat, build_parts, detect_format, get_format
+from embedrl.models.formats import (
+    FORMATS,
+    EmbeddingFormat,
+    build_parts,
+    detect_format,
+    get_format,
+    sample_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +166,22 @@ class VLMEmbedder(Embedder):
 
     # -- the two steps -----------------------------------------------------------------------
 
+    def input_size(self, item: Item, tcot: TCoT | None = None) -> float:
+        """About how many tokens the item's input holds (text characters / 4, plus each image's vision
+        tokens under the format's resize bounds, read from the file's header): batches pad to it."""
+        fmt, ip = self.format, self.processor.image_processor
+        tcot = usable_tcot(tcot, item) if fmt.reads_tcot else None
+        text = len(item.instruction) + len(item.text) + (len(tcot.raw or "") if tcot else 0)
+        frames = sample_frames(item.frames or [], fmt.num_frames)
+        visuals = [item.image] if item.image is not None else []
+        visuals += frames[:1] * (len(frames) + len(tcot.key_frames if tcot else []))  # frames share a size
+        visuals += [item.image] * len(tcot.boxes if tcot and item.image is not None else [])  # crops: at most that
+        resize = fmt.frame_resize if frames else fmt.image_resize
+        low = (resize and resize.min_pixels) or ip.size.get("shortest_edge") or 0
+        high = (resize and resize.max_pixels) or ip.size.get("longest_edge") or 1 << 30
+        tokens_per_pixel = 1 / ((resize.patch if resize else ip.patch_size) * ip.merge_size) ** 2
+        return text / 4 + sum(min(max(_pixels(v), low), high) * tokens_per_pixel for v in visuals)
+
     def _render(self, system: str | None, parts: list[dict]) -> str:
         fmt = self.format
         if fmt.template is not None:  # a literal layout
@@ -225,8 +248,23 @@ class VLMEmbedder(Embedder):
         return F.normalize(emb.float(), dim=-1)
 
     def bare_forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The model's plain forward (all-position logits) on the same inputs (the overhead baseline)."""
-        return self.module(**batch, use_cache=False).logits
+        """The backbone's own forward (vision tower + language model, all hidden states) on the same
+        inputs: the overhead baseline. Not the LM head, which an embedder never runs (its logits over
+        a 152k vocabulary would pad the baseline by a fifth at 2B)."""
+        return self._backbone()(**batch, use_cache=False).last_hidden_state
+
+
+def _pixels(image) -> int:
+    """An image's pixel count from its header (PIL reads no pixels on open); 0 if it cannot be read."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.width * image.height
+    try:
+        with Image.open(image) as im:
+            return im.width * im.height
+    except (OSError, ValueError):
+        return 0  # collate reports the unreadable file
 
 
 def _chat_part(part: dict) -> dict:
