@@ -182,9 +182,14 @@ def test_train_clip_improves_retrieval_and_saves_a_loadable_model(tiny_clip_dir,
 
     before = accuracy(load_embedder(str(tiny_clip_dir)))
     assert main(["train", "embedder", *_cli_args(tiny_clip_dir, pairs_file, tmp_path, "max_steps=60",
-                                                  "save_steps=1000", "temperature=0.05")]) == 0
+                                                  "save_steps=1000", "temperature=0.05",
+                                                  "dataloader_num_workers=1")]) == 0  # batches from a worker
     trained = load_embedder(str(tmp_path))
     assert accuracy(trained) > max(before, 1 / 12) + 0.25
+    # where the time went, per dataset (every step but the first, which also pays for start-up)
+    times = json.loads((tmp_path / "step_times.json").read_text())
+    assert set(times) == {"i2t", "t2i"} and sum(t["steps"] for t in times.values()) == 59
+    assert abs(sum(t["share"] for t in times.values()) - 1) < 1e-3
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_clip_dir, pairs_file, tmp_path):
@@ -362,3 +367,20 @@ def test_embed_rl_training_saves_its_format_and_reloads_to_the_trained_vectors(t
     assert (again.encode(items, tcots) - trained).abs().max() <= 1e-5
     (tmp_path / "embedrl.json").unlink()  # Embed-RL's own checkpoints have none: the config's emb_token_ids tells
     assert (load_embedder(str(tmp_path)).encode(items, tcots) - trained).abs().max() <= 1e-5
+
+
+def test_training_with_fewer_frames_keeps_key_frames_on_the_frames_kept():
+    from embedrl.core.items import Item
+    from embedrl.core.tcot import TCoT
+    from embedrl.train.data import fewer_frames
+
+    frames = [f"f{i}.png" for i in range(1, 9)]
+    items = [Item(frames=frames), Item(text="a query"), Item(frames=frames[:3])]
+    tcots = [TCoT(key_frames=[1, 4, 5, 8]), TCoT(keywords=["a"]), TCoT(key_frames=[2])]
+    out_items, out_tcots = fewer_frames(items, tcots, 4)
+    # linspace(0, 7, 4) -> frames 1, 3, 5, 8 (the evaluation's sampling)
+    assert out_items[0].frames == ["f1.png", "f3.png", "f5.png", "f8.png"]
+    assert out_tcots[0].key_frames == [1, 2, 3, 4]  # 4 -> frame 3 (nearest kept), 5 -> frame 5
+    assert out_items[1:] == items[1:] and out_tcots[1:] == tcots[1:]  # no video, or short enough: unchanged
+    assert fewer_frames(items, None, 4)[1] is None
+    assert items[0].frames == frames and tcots[0].key_frames == [1, 4, 5, 8]  # the inputs are not changed

@@ -8,8 +8,10 @@ GradCache path and the plain path share it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, Pair
 from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.models.base import Embedder
+from embedrl.models.formats import sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,11 @@ class PairCollator:
     embedder can then rank them below the right one only by reading whether the evidence fits
     the item, which is what EG-RL's outcome reward needs to tell a rollout's right content from
     wrong. Query-side ones are candidates in the target -> query direction.
+
+    `train_frames` (> 0) keeps that many of each video's frames, sampled as evaluation samples
+    them (`sample_frames`), with T-CoT key frames moved to the nearest frame kept: a video costs
+    about train_frames / its frame count of its full price in training, evaluation still sees
+    every frame the format takes.
     """
 
     embedder: Embedder
@@ -125,6 +133,7 @@ class PairCollator:
     chunk_size: int = 0
     tcot_dropout: float = 0.0
     tcot_negatives: int = 0
+    train_frames: int = 0
 
     def _keep_tcots(self) -> bool:
         import torch
@@ -149,6 +158,7 @@ class PairCollator:
         return out_items, out_tcots
 
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, Any]:
+        start = time.perf_counter()
         queries = [p.query for p in pairs]
         targets = [p.pos for p in pairs]
         for p in pairs:
@@ -167,5 +177,30 @@ class PairCollator:
                 items, tcots = self._swapped(targets[: len(pairs)], t_tcots[: len(pairs)])
                 targets += items
                 t_tcots += tcots
+        if self.train_frames > 0:
+            queries, q_tcots = fewer_frames(queries, q_tcots, self.train_frames)
+            targets, t_tcots = fewer_frames(targets, t_tcots, self.train_frames)
         return {"query_chunks": self._chunks(queries, q_tcots), "target_chunks": self._chunks(targets, t_tcots),
-                "n_pos": len(pairs)}
+                "n_pos": len(pairs), "dataset": pairs[0].dataset if pairs else "",
+                "collate_s": time.perf_counter() - start}
+
+
+def fewer_frames(items: Sequence[Item], tcots: Sequence[TCoT | None] | None,
+                 k: int) -> tuple[list[Item], list[TCoT | None] | None]:
+    """Videos cut to `k` frames (uniformly, as evaluation samples them), each T-CoT's key frames
+    moved to the nearest frame kept (duplicates dropped); other items unchanged."""
+    out_items, out_tcots = [], None if tcots is None else []
+    for i, item in enumerate(items):
+        tcot = None if tcots is None else tcots[i]
+        frames = item.frames or []
+        if len(frames) > k:
+            kept = sample_frames(list(range(len(frames))), k)
+            item = dataclasses.replace(item, frames=[frames[j] for j in kept])
+            if tcot is not None and tcot.key_frames:
+                moved = [1 + min(range(k), key=lambda p: abs(kept[p] - (f - 1))) for f in tcot.key_frames
+                         if 1 <= f <= len(frames)]
+                tcot = dataclasses.replace(tcot, key_frames=list(dict.fromkeys(moved)))
+        out_items.append(item)
+        if out_tcots is not None:
+            out_tcots.append(tcot)
+    return out_items, out_tcots

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from embedrl.train.losses import InfoNCELoss
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE = "embedrl_train_state.safetensors"
+STEP_TIMES = "step_times.json"  # seconds per dataset, written beside the trained model
 
 
 @dataclass
@@ -75,6 +77,9 @@ class EmbedderTrainingConfig(TrainingArguments):
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines instead of failing."})
     check_media: bool = field(default=True, metadata={"help": "Open every image before training starts."})
     max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+    train_frames: int = field(default=0, metadata={
+        "help": "Frames per video in training (0: all); sampled as evaluation samples them, which keeps its "
+                "own count. Videos cost about train_frames / their frame count in a step."})
 
     def __post_init__(self):
         if self.learnable_temperature and self.gradcache_chunk_size:
@@ -119,6 +124,9 @@ class EmbedderTrainer(Trainer):
     def __init__(self, *args: Any, loss_fn: InfoNCELoss, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        # dataset -> [seconds, steps]: wall time from one step's end to the next's (data included)
+        self.step_seconds: dict[str, list[float]] = {}
+        self._last_step_end: float | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -129,8 +137,11 @@ class EmbedderTrainer(Trainer):
 
         sampler = DatasetBatchSampler(self.train_dataset.by_dataset(), self._train_batch_size,
                                       self.args.dataset_weights, seed=self.args.seed)
+        workers = self.args.dataloader_num_workers  # collation (media decoding) beside the step
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers)
+                            num_workers=workers, persistent_workers=workers > 0 and self.args.dataloader_persistent_workers,
+                            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None,
+                            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available())
         return self.accelerator.prepare(loader)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -145,8 +156,16 @@ class EmbedderTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.args.gradcache_chunk_size:
-            return super().training_step(model, inputs, num_items_in_batch)
-        return self._gradcache_step(model, self._prepare_inputs(inputs))
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = self._gradcache_step(model, self._prepare_inputs(inputs))
+        end = time.perf_counter()
+        if self._last_step_end is not None:  # the first step also pays for start-up
+            spent = self.step_seconds.setdefault(inputs.get("dataset", ""), [0.0, 0])
+            spent[0] += end - self._last_step_end
+            spent[1] += 1
+        self._last_step_end = end
+        return loss
 
     def _gradcache_step(self, model, inputs) -> torch.Tensor:
         model.train()
@@ -246,9 +265,23 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         args=config,
         train_dataset=dataset,
         data_collator=PairCollator(embedder, config.hard_negatives, config.use_tcot, config.gradcache_chunk_size,
-                                   config.tcot_dropout, config.tcot_negatives),
+                                   config.tcot_dropout, config.tcot_negatives, config.train_frames),
         loss_fn=InfoNCELoss(gather=config.gather_negatives),
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(config.output_dir, resume))
     trainer.save_model(config.output_dir)
+    if trainer.args.should_save and trainer.step_seconds:
+        write_step_times(Path(config.output_dir) / STEP_TIMES, trainer.step_seconds)
     return Path(config.output_dir)
+
+
+def write_step_times(path: Path, step_seconds: dict[str, list[float]]) -> None:
+    """Where the training time went, per dataset (seconds, steps, share), logged and kept beside the model."""
+    from embedrl.core.io import write_json
+
+    total = sum(s for s, _ in step_seconds.values()) or 1.0
+    rows = {name: {"seconds": round(s, 2), "steps": n, "share": round(s / total, 4)}
+            for name, (s, n) in sorted(step_seconds.items())}
+    logger.info("step time by dataset: %s", ", ".join(f"{k} {v['share']:.0%} ({v['seconds'] / max(v['steps'], 1):.2f} "
+                                                       "s/step)" for k, v in rows.items()))
+    write_json(path, rows)
