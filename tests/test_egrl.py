@@ -421,7 +421,8 @@ def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tin
     from embedrl.cli import main
 
     out = tmp_path / "rl.json"
-    assert main(["-q", "bench", "rl", "--steps", "1", "--json", str(out), f"reasoner={tiny_reasoner_dir}",
+    assert main(["-q", "bench", "rl", "--steps", "1", "--completions", "policy", "--json", str(out),
+                 f"reasoner={tiny_reasoner_dir}",
                  f"embedder={tiny_clip_dir}", f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}",
                  f"data_root={synth_tiny_dir}", "per_device_train_batch_size=4", "num_generations=2",
                  "max_completion_length=16", "use_cpu=true"]) == 0
@@ -429,7 +430,25 @@ def test_bench_rl_breaks_a_step_down(tiny_reasoner_dir, tiny_clip_dir, synth_tin
     assert row["steps"] == 1 and set(row["reward_by_function_s"]) == {"format", "process", "outcome"}
     parts = row["generation_s"] + row["reward_s"] + row["update_s"]
     assert abs(parts - row["total_s"]) < 1e-6 and row["generation_s"] > 0 and row["update_s"] > 0
+    # the tiny policy writes no usable T-CoT in 16 tokens: nothing reaches the embedder, and the bench says so
+    assert row["completions"] == "policy" and row["usable_share"] == 0.0 and row["rollouts_scored"] == 4
     assert "rewards together" in capsys.readouterr().out
+
+
+def test_bench_rl_on_annotated_rollouts_reaches_the_embedder(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
+                                                             tmp_path, capsys):
+    from embedrl.cli import main
+
+    out = tmp_path / "rl.json"
+    assert main(["-q", "bench", "rl", "--steps", "2", "--completions", "annotation", "--json", str(out),
+                 f"reasoner={tiny_reasoner_dir}", f"embedder={tiny_clip_dir}",
+                 f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"data_root={synth_tiny_dir}",
+                 "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=112",
+                 "use_cpu=true", "process_weight=0"]) == 0
+    row = json.loads(out.read_text())
+    assert row["usable_share"] == 1.0 and row["rollouts_scored"] == 8 and row["candidate_bank"] > 0
+    assert row["generation_s"] > 0 and 0 < row["outcome_share"] < 1
+    assert "of the step" in capsys.readouterr().out
 
 
 def test_ablation_refuses_a_benchmark_from_an_older_generator(tmp_path):

@@ -222,6 +222,7 @@ class OutcomeReward(_RolloutReward):
         self.pool = outcome_pool(negatives)
         self.rng = random.Random(seed)
         self.drawn: dict[str, list[int]] = {}  # dataset -> the pairs its rollouts meet (`dataset` or a number)
+        self.rollouts_seen = self.rollouts_usable = 0  # how many reached the embedder (`embedrl bench rl`)
 
     def others(self, i: int, in_batch: Sequence[int]) -> Sequence[int]:
         """The other pairs whose items pair i's rollouts must beat."""
@@ -270,6 +271,8 @@ class OutcomeReward(_RolloutReward):
         # raw item, breaking the format would pay wherever raw input retrieves better than the T-CoTs.
         # `raw` scores it so on purpose: retrieval falls back to the raw item, and the reward ranks as it will.
         usable = {row for row, (item, t) in enumerate(zip(items, tcots)) if usable_tcot(t, item) is not None}
+        self.rollouts_seen += len(texts)
+        self.rollouts_usable += len(usable)
         scored = range(len(texts)) if self.failure == "raw" else sorted(usable)
         # Embed each distinct rollout once (GRPO groups repeat prompts; identical samples are common);
         # the unusable rollouts of a prompt share one raw embedding (text None).

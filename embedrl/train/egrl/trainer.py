@@ -70,8 +70,9 @@ class EGRLTrainer(ResumesFullWeights, GRPOTrainer):
             self.generation_seconds += time.perf_counter() - start
 
 
-def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> EGRLTrainer:
-    """The trainer, its reward functions and their shared candidate bank, ready to `train()`."""
+def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None,
+                       trainer_class: type[EGRLTrainer] = EGRLTrainer) -> EGRLTrainer:
+    """The trainer (`trainer_class`), its reward functions and their shared candidate bank, ready to `train()`."""
     from embedrl.models.hf import freeze_vision_tower, load_vlm
 
     pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad)
@@ -117,7 +118,7 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None) -> 
         from embedrl.models.base import LORA_TARGETS
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS)
-    return EGRLTrainer(model=model, processing_class=processor, reward_funcs=rewards, args=config,
+    return trainer_class(model=model, processing_class=processor, reward_funcs=rewards, args=config,
                        train_dataset=dataset.hf, peft_config=peft_config,
                        callbacks=[RewardDiagnostics(dict(config.active_weights()))])
 
