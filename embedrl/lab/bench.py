@@ -14,6 +14,16 @@ from embedrl.cli import add_format_option, add_group
 logger = logging.getLogger(__name__)
 
 
+def _emit(table: str, json_path: str | None, figures) -> int:
+    """Print a bench's table and, with --json, write its figures."""
+    from embedrl.core.io import write_json
+
+    print(table)
+    if json_path:
+        write_json(json_path, figures)
+    return 0
+
+
 def _index(commands) -> None:
     p = commands.add_parser("index", help="FAISS index types vs exact search: build time, size, latency, QPS, recall; "
                             "with --engine ray: build throughput, local vs Ray workers")
@@ -161,7 +171,6 @@ def cmd_encode(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from embedrl.core.io import write_json
     from embedrl.lab.archs import build_arch
     from embedrl.lab.encode_bench import modality_sets, run_encode_bench
     from embedrl.models.base import backend_of, load_embedder
@@ -189,10 +198,7 @@ def cmd_encode(args) -> int:
         for m in models:
             embedder = load_embedder(m, format=args.format if backend_of(m) == "vlm" else None, device=args.device)
             rows += run_encode_bench([embedder], sets, args.batch_size, args.repeats, pipeline)
-    print(format_rows(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return _emit(format_rows(rows), args.json, rows)
 
 
 def _rl(commands) -> None:
@@ -216,7 +222,6 @@ def cmd_rl(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from embedrl.core.io import write_json
     from embedrl.train.egrl.bench import bench_rl, format_breakdown
     from embedrl.train.egrl.config import build_egrl_config
 
@@ -237,10 +242,7 @@ def cmd_rl(args) -> int:
             f"max_steps={args.steps}", f"output_dir={Path(tmp) / 'out'}", "save_strategy=no",
             "logging_steps=1000"])
         row = bench_rl(config, args.completions or ("policy" if args.config else "annotation"))
-    print(format_breakdown(row))
-    if args.json:
-        write_json(args.json, row)
-    return 0
+    return _emit(format_breakdown(row), args.json, row)
 
 
 def _video(commands) -> None:
@@ -266,7 +268,6 @@ def _video(commands) -> None:
 def cmd_video(args) -> int:
     from pathlib import Path
 
-    from embedrl.core.io import write_json
     from embedrl.lab.video_bench import format_video_rows, run_video_bench
 
     out = Path(args.out)
@@ -283,10 +284,7 @@ def cmd_video(args) -> int:
             make_preset("tiny-clip", out / "tiny-clip")
     rows = run_video_bench(args.config, model, data, out, args.frames, args.seeds, list(args.overrides),
                            args.video_only)
-    print(format_video_rows(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return _emit(format_video_rows(rows), args.json, rows)
 
 
 def _gpu(commands) -> None:
@@ -317,15 +315,11 @@ def _archs():
 
 
 def cmd_gpu(args) -> int:
-    from embedrl.core.io import write_json
     from embedrl.lab.gpu_bench import format_gpu_report, run_gpu_bench
 
     report = run_gpu_bench(args.dry_run, args.arch, args.n, args.batch_size, args.faiss_n, args.dim,
                            rl_steps=args.rl_steps, reasoner=args.reasoner, embedder=args.embedder)
-    print(format_gpu_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return _emit(format_gpu_report(report), args.json, report)
 
 
 def _serve(commands) -> None:
