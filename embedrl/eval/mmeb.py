@@ -5,7 +5,8 @@
 For each dataset of the registry: read it (readers.py), encode every distinct candidate
 once and every query (batched, with progress bars), score by dot product (embeddings are
 L2-normalised, so this is cosine similarity), rank (ties in candidate order, metrics.py)
-and compute every metric at 1, 5 and 10. Per dataset it writes, atomically,
+and compute every metric at 1, 5 and 10. A row that could not be used (malformed, or naming an absent file) counts as a missed query:
+it scores 0 and the score file lists it. Per dataset it writes, atomically,
 
     OUT/{modality}/{name}_pred.jsonl   one line a query: top-10 candidate ids and scores, labels
     OUT/{modality}/{name}_score.json   all metrics (+ num_pred, num_data, tied_at_1, ...)
@@ -40,7 +41,7 @@ import numpy as np
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import ensure_dir, read_json, write_json, write_jsonl
 from embedrl.core.tcot import TCOT_MODES, mode_covers, tcot_usage, warn_broken
-from embedrl.data.evalset import EvalTask, MissingData
+from embedrl.data.evalset import MAX_LISTED, EvalTask, MissingData
 from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec, load_registry
 from embedrl.eval.metrics import (
@@ -194,6 +195,7 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     top = max(max(ks), PRED_TOP)
     ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
     per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
+    per_query += [query_metrics([], {}, ks)] * len(task.missed)  # rows that could not be used score 0
     t3 = time.perf_counter()
     cids = task.candidate_ids
     preds = []
@@ -208,9 +210,11 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
         })
     score = mean_metrics(per_query, ks)
     score.update({
-        "num_pred": len(preds), "num_data": len(task.queries), "num_candidates": len(task.candidates),
-        "tied_at_1": tied,
+        "num_pred": len(preds), "num_data": len(task.queries) + len(task.missed),
+        "num_candidates": len(task.candidates), "tied_at_1": tied,
     })
+    if task.missed:
+        score["missed"] = {"count": len(task.missed), "first": task.missed[:MAX_LISTED]}
     for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
         if tcots is not None:
             score[f"{role}_tcots"] = usage = tcot_usage(items, tcots)
