@@ -16,7 +16,16 @@ from embedrl.core.items import MediaRef, load_image
 from embedrl.data.evalset import MissingData
 from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec
-from tests.published import COLORS, frames, hub_repo, image_rows, image_spec, page_features, png, zip_folder
+from tests.published import (
+    COLORS,
+    frames,
+    hub_repo,
+    image_rows,
+    image_spec,
+    page_features,
+    png,
+    zip_folder,
+)
 
 IMG = "<|image_1|>"
 

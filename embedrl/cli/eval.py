@@ -96,6 +96,7 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
+    print_data_summary(args.registry, args.datasets, args.data_root)
     embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
@@ -117,6 +118,16 @@ def cmd_run(args) -> int:
         md, _ = report([args.out], registry=args.registry, with_baselines=False)
         print(md)
     return 0
+
+
+def print_data_summary(registry: str, datasets: list[str] | None, root: str) -> None:
+    """What of the registry's data is on disk (as `embedrl data check` prints it), before a run starts."""
+    from embedrl.data.check import check_datasets, format_summary
+    from embedrl.eval.mmeb import load_specs
+
+    if not Path(root).is_dir():
+        raise EmbedrlError(f"data root {root} is not a directory")
+    print(format_summary(check_datasets(load_specs(registry, datasets), root), f"data under {root}"), flush=True)
 
 
 def cmd_report(args) -> int:

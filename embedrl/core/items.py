@@ -21,7 +21,6 @@ from PIL import Image
 from embedrl.core.errors import EmbedrlError
 
 
-
 class MediaRef:
     """An image that is not a file of its own: a member of an archive or a cell of a dataset.
 

@@ -83,7 +83,7 @@ def _read_image_task(spec: DatasetSpec, root: Path, candidate: str) -> EvalTask:
         if not cands:
             build.miss(f"{where} row {i}", "no candidates")
             continue
-        build.row(f"{where} row {i}", f"q{i}", query, cands, {cands[0][0]: 1.0})
+        build.row(f"{where} row {i}", str(row.get("qid") or f"q{i}"), query, cands, {cands[0][0]: 1.0})
     return build.task()
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
 from embedrl.data.evalset import EvalTask, TaskBuilder
+from embedrl.data.hf import load_split
 from embedrl.data.media import sample_frames
-from embedrl.data.mmeb_image import annotation_needed, rows_of
+from embedrl.data.mmeb_image import annotation, annotation_needed, rows_of
 from embedrl.data.readers import reader, spec_media
 from embedrl.data.registry import DatasetSpec
 
@@ -95,15 +96,23 @@ def _read_retrieval(spec: DatasetSpec, root: Path, columns: Callable[[dict], tup
     where, rows = rows_of(spec, root)
     media = spec_media(spec, root)
     build = TaskBuilder(spec, media)
+
+    def video(vid: str) -> Callable[[], Item]:
+        return lambda: Item(instruction=_inst(spec, "target_instruction"), frames=media.frames(vid))
+
     for i, row in enumerate(rows):
         try:
             vid, caption = columns(row)
         except (KeyError, IndexError, TypeError) as e:
             build.miss(f"{where} row {i}", f"malformed row ({type(e).__name__}: {e})")
             continue
-        video = lambda vid=vid: Item(instruction=_inst(spec, "target_instruction"), frames=media.frames(vid))  # noqa: E731
-        build.row(f"{where} row {i}", f"q{i}", lambda c=caption: Item(instruction=_inst(spec), text=c),
-                  [(vid, video)], {vid: 1.0})
+        build.row(f"{where} row {i}", str(row.get("qid") or f"q{i}"),
+                  lambda c=caption: Item(instruction=_inst(spec), text=c), [(vid, video(vid))], {vid: 1.0})
+    corpus = spec.extra.get("corpus_subset")  # extra candidate videos (not a harness feature: the synthetic set's)
+    if corpus:
+        folder, _, split = annotation(spec, root)
+        for row in load_split(folder, str(corpus), split):
+            build.candidate(str(row["video_id"]), video(str(row["video_id"])))
     return build.task()
 
 
