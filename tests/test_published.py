@@ -3,6 +3,7 @@ items, pools and relevance against what the rows say, missed rows named by datas
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -291,3 +292,73 @@ def test_corrupt_repository_file_names_it(tmp_path):
             read_task(image_spec("Toy-CLS", "image_cls"), tmp_path)
     finally:
         datasets.enable_caching()
+
+
+# ---------------------------------------------------------------- data check, and the runner on missed rows
+
+def _check_root(root: Path) -> list[DatasetSpec]:
+    """Three published datasets: image (i2i), video (frames), visdoc; with the registry's media keys."""
+    for name, color in COLORS.items():
+        png(root / "image-tasks" / "Toy-I2I" / f"{name}.jpg", color)
+    inst = f"{IMG} Find the same picture."
+    image_rows({"Toy-I2I": [
+        {"qry_inst": inst, "qry_text": "", "qry_img_path": "Toy-I2I/red.jpg", "tgt_inst": inst,
+         "tgt_text": [""], "tgt_img_path": ["Toy-I2I/red.jpg", "Toy-I2I/green.jpg", "Toy-I2I/blue.jpg"]},
+        {"qry_inst": inst, "qry_text": "", "qry_img_path": "Toy-I2I/green.jpg", "tgt_inst": inst,
+         "tgt_text": [""], "tgt_img_path": ["Toy-I2I/gray.jpg", "Toy-I2I/green.jpg", "Toy-I2I/blue.jpg"]},
+        {"qry_inst": inst, "qry_text": "", "qry_img_path": "Toy-I2I/yellow.jpg", "tgt_inst": inst,
+         "tgt_text": [""], "tgt_img_path": ["Toy-I2I/yellow.jpg", "Toy-I2I/blue.jpg"]},
+    ]}, root)
+    image = image_spec("Toy-I2I", "image_i2i_vg")
+    image.extra.update(media_archive="image-tasks/mmeb_v1.tar.gz", media_repo="TIGER-Lab/MMEB-V2",
+                       media_extract="cd {root}/image-tasks && tar -xzf mmeb_v1.tar.gz && mv MMEB/* . && rmdir MMEB")
+    video = _video_repo(root)
+    video.extra.update(media_archive="video-tasks/frames/video_ret.tar.gz",
+                       media_extract="tar -xzf {root}/video-tasks/frames/video_ret.tar.gz -C {root}/video-tasks/frames/video_ret")
+    for vid, color in (("v_red", "red"), ("v_green", "green")):
+        frames(root / "video-tasks" / "frames" / "video_ret" / "Toy-VRet" / vid, COLORS[color], 8)
+    return [image, video, _visdoc(root)]
+
+
+def test_data_check_lists_exactly_the_pieces_removed(tmp_path, capsys):
+    from embedrl.data.check import check_datasets, format_summary
+
+    specs = _check_root(tmp_path)
+    assert [s.state for s in check_datasets(specs, tmp_path)] == ["present"] * 3
+    (tmp_path / "image-tasks" / "Toy-I2I" / "yellow.jpg").unlink()
+    shutil.rmtree(tmp_path / "video-tasks" / "frames" / "video_ret" / "Toy-VRet" / "v_green")
+    shutil.rmtree(tmp_path / "hf" / "vidore")
+    image, video, doc = check_datasets(specs, tmp_path)
+    assert image.state == "partial" and "images missing for 1 files" in image.detail
+    assert "1 of 3 queries would count as missed" in image.detail
+    assert image.commands[0].startswith("hf download TIGER-Lab/MMEB-V2") and "mmeb_v1.tar.gz" in image.commands[0]
+    assert video.state == "partial" and "frames missing for 1 videos" in video.detail
+    assert doc.state == "missing" and doc.commands == [
+        f"hf download vidore/toy_beir --repo-type dataset --local-dir {tmp_path / 'hf' / 'vidore' / 'toy_beir'}"]
+    (tmp_path / "video-tasks" / "frames" / "video_ret.tar.gz").write_bytes(b"")  # downloaded, not extracted
+    shutil.rmtree(tmp_path / "video-tasks" / "frames" / "video_ret" / "Toy-VRet")
+    video = check_datasets([specs[1]], tmp_path)[0]
+    assert video.state == "missing" and video.commands == [
+        f"tar -xzf {tmp_path}/video-tasks/frames/video_ret.tar.gz -C {tmp_path}/video-tasks/frames/video_ret"]
+    summary = format_summary(check_datasets(specs, tmp_path))
+    assert summary.startswith("0 present, 1 partial, 2 missing (of 3)") and "to fetch what is missing:" in summary
+
+
+def test_eval_prints_the_summary_and_scores_missed_rows_as_misses(tiny_clip_dir, tmp_path, capsys):
+    from embedrl.cli import main
+    from embedrl.data.registry import dump_registry
+
+    specs = _check_root(tmp_path / "data")
+    (tmp_path / "data" / "image-tasks" / "Toy-I2I" / "yellow.jpg").unlink()
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(dump_registry(specs[:1]))
+    assert main(["eval", "mmeb", "--model", str(tiny_clip_dir), "--registry", str(registry), "--data-root",
+                 str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--batch-size", "1", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("0 present, 1 partial, 0 missing") < out.index("computed 1")
+    score = json.loads((tmp_path / "out" / "image" / "Toy-I2I_score.json").read_text())
+    # q1: the gold is the query's own picture (rank 1); q2: a negative is (the gold is not first);
+    # q3: its picture is gone -- a missed query, scored 0 and listed
+    assert score["num_data"] == 3 and score["num_pred"] == 2
+    assert score["hit@1"] == pytest.approx(1 / 3)
+    assert score["missed"]["count"] == 1 and "yellow.jpg" in score["missed"]["first"][0]

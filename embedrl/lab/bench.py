@@ -166,11 +166,36 @@ def cmd_rl(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl]
+def _data(commands) -> None:
+    p = commands.add_parser("data", help="read throughput of each published-layout reader vs PIL alone",
+                            description="Write a synthetic benchmark in the published MMEB-V2 layout (and an "
+                                        "MMEB-train repository with zipped images, a BEIR visdoc repository with the "
+                                        "pages inside) in a temp folder, read each with its reader, decode every "
+                                        "picture, and compare with decoding the same pictures with PIL alone.")
+    p.add_argument("--size", choices=("tiny", "small", "medium"), default="small", help="benchmark size")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args) -> int:
+    import tempfile
+
+    from embedrl.core.io import write_json
+    from embedrl.lab.bench_data import bench_readers, format_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = bench_readers(tmp, args.size)
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+BENCHES = [_index, _encode, _rl, _data]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, data readers")
     for add in BENCHES:
         add(commands)
 
