@@ -3,6 +3,7 @@ made with `datasets` and PIL from the published schemas, as a download would lea
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -68,3 +69,13 @@ def zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
 
 def page_features() -> dict:
     return {"corpus": datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image()})}
+
+
+def json_reply(handler, obj) -> None:
+    """Answer an http.server request with `obj` as JSON."""
+    body = json.dumps(obj).encode()
+    handler.send_response(200)
+    for key, value in (("Content-Type", "application/json"), ("Content-Length", str(len(body)))):
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -19,7 +19,7 @@ from embedrl.core.tcot_cache import TCoTCache
 from embedrl.data.annotate import ChatEndpointTeacher, annotate_pairs, evidence_fits
 from embedrl.data.mmeb_train import check_mmeb_train, read_mmeb_train
 from embedrl.data.pairs import read_pairs
-from tests.published import COLORS, hub_repo, png, zip_folder
+from tests.published import COLORS, hub_repo, json_reply, png, zip_folder
 
 IMG = "<|image_1|>"
 
@@ -152,12 +152,7 @@ class _Teacher(BaseHTTPRequestHandler):
         word = next((c for c in COLORS if c in prompt), "purple")
         evidence = {"bbox_2d": [100, 100, 600, 700]} if has_image else {"text_keywords": [word]}
         text = f"<thinking>{json.dumps(evidence)}</thinking><rethink>It is {word}.</rethink><answer>{word}</answer>"
-        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
+        json_reply(self, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
     def log_message(self, *args):
         pass

@@ -38,11 +38,12 @@ def register(sub) -> None:
     teacher = a.add_mutually_exclusive_group(required=True)
     teacher.add_argument("--teacher", help="local teacher: a model directory or Hub id (a VLM reasoner)")
     teacher.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
-    a.add_argument("--endpoint-model", default=None, help="--endpoint: the served model's name")
     add_prompt_set_option(a)
     a.add_argument("--out", required=True, help="pairs JSONL to write (archive images are copied beside it)")
-    a.add_argument("--report", default=None, help="report JSON (default: OUT with .report.json)")
-    a.add_argument("--cache", default=None, help="T-CoT cache file (default: $EMBEDRL_TCOT_CACHE or ~/.cache/embedrl)")
+    for flag, text in (("--endpoint-model", "--endpoint: the served model's name"),
+                       ("--report", "report JSON (default: OUT with .report.json)"),
+                       ("--cache", "T-CoT cache file (default: $EMBEDRL_TCOT_CACHE or ~/.cache/embedrl)")):
+        a.add_argument(flag, default=None, help=text)
     a.add_argument("--batch-size", type=int, default=64, help="pairs per chunk (generated, then cached)")
     a.add_argument("--max-new-tokens", type=int, default=512, help="tokens per T-CoT")
     a.set_defaults(func=annotate)
