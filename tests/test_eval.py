@@ -504,3 +504,18 @@ def test_global_ranking_in_chunks_equals_one_shot(monkeypatch):
     ranked, scores, _ = mmeb.rank_task(task, q, c, top=10)
     assert np.array_equal(np.stack(ranked), rank_scores(q @ c.T, top=10))
     assert all(list(r).index(3) < list(r).index(7) for r in ranked if 3 in r and 7 in r)
+
+
+def test_data_check_uvrb_in_the_extracted_release_layout(tmp_path, capsys):
+    import shutil
+
+    import embedrl.cli as cli
+
+    make_uvrb(tmp_path / "UVRB_extracted" / "MSRVTT" / "UVRB", "MSRVTT")
+    assert cli.main(["data", "check", "uvrb", "--root", str(tmp_path), "--datasets", "MSRVTT"]) == 0
+    shutil.rmtree(tmp_path / "UVRB_extracted" / "MSRVTT" / "UVRB" / "MSRVTT" / "videos_frames" / "blue")
+    capsys.readouterr()
+    assert cli.main(["data", "check", "uvrb", "--root", str(tmp_path), "--datasets", "MSRVTT", "DiDeMo"]) == 1
+    out = capsys.readouterr().out
+    assert "0 present, 1 partial, 1 missing" in out and "frames missing for 1 videos" in out
+    assert "hf download Alibaba-NLP/UVRB" in out
