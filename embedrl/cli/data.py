@@ -46,6 +46,7 @@ def register(sub) -> None:
         a.add_argument(flag, default=None, help=text)
     a.add_argument("--batch-size", type=int, default=64, help="pairs per chunk (generated, then cached)")
     a.add_argument("--max-new-tokens", type=int, default=512, help="tokens per T-CoT")
+    a.add_argument("--endpoint-workers", type=int, default=8, help="--endpoint: requests in flight at once")
     a.set_defaults(func=annotate)
 
     m = group.add_parser(
@@ -115,7 +116,8 @@ def annotate(args) -> int:
     if args.endpoint:
         if not args.endpoint_model:
             raise EmbedrlError("--endpoint needs --endpoint-model (the served model's name)")
-        teacher = ChatEndpointTeacher(args.endpoint, args.endpoint_model, prompt_set, max_tokens=args.max_new_tokens)
+        teacher = ChatEndpointTeacher(args.endpoint, args.endpoint_model, prompt_set, max_tokens=args.max_new_tokens,
+                                      workers=args.endpoint_workers)
     else:
         from embedrl.models.reasoner import load_reasoner
 

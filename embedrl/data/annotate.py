@@ -72,16 +72,18 @@ def _data_url(image) -> str:
 
 class ChatEndpointTeacher:
     """A reasoner behind an OpenAI-compatible `/v1/chat/completions` (vLLM, TGI, ...): one request per
-    item, the prompt set's user turn with images as data URLs, greedy decoding."""
+    item, `workers` in flight at once (the server batches them), the prompt set's user turn with images
+    as data URLs, greedy decoding."""
 
     def __init__(self, base_url: str, model: str, prompt_set: str = "embed-rl", api_key: str | None = None,
-                 max_tokens: int = 512, timeout: float = 300.0):
+                 max_tokens: int = 512, timeout: float = 300.0, workers: int = 8):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.prompt_set = get_prompt_set(prompt_set)
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
         self.max_tokens = max_tokens
         self.timeout = timeout
+        self.workers = max(1, workers)
         self.generated_items = 0
 
     @property
@@ -113,13 +115,16 @@ class ChatEndpointTeacher:
             raise EmbedrlError(f"teacher endpoint {self.base_url} ({self.model}) failed: {e}") from e
 
     def generate(self, items: Sequence[Item], role: str = "query", **_: Any) -> list[TCoT]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            texts = list(pool.map(lambda item: self._complete(self.messages(item, role)), items))
+        self.generated_items += len(texts)
         out = []
-        for item in items:
-            text = self._complete(self.messages(item, role))
+        for text in texts:
             tcot = parse_tcot(text)
             tcot.raw = text
             out.append(tcot)
-            self.generated_items += 1
         return out
 
 

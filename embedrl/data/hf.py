@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
+from embedrl.data.evalset import MissingData
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ def load_split(folder: str | Path, subset: str | None, split: str) -> Any:
 
     folder = Path(folder)
     if not folder.is_dir():
-        from embedrl.data.evalset import MissingData
-
         raise MissingData(str(folder), [str(folder)])
     if (folder / (subset or "") / "dataset_info.json").is_file() or (folder / "state.json").is_file():
         on_disk = datasets.load_from_disk(str(folder / (subset or "")))

@@ -25,6 +25,7 @@ from typing import Any
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, Pair, strip_placeholders
+from embedrl.data.check import Status
 from embedrl.data.evalset import as_list
 from embedrl.data.hf import has_split, load_split
 from embedrl.data.media import MediaRoot
@@ -116,8 +117,6 @@ def pair_of(row: Mapping[str, Any], media: MediaRoot, subset: str) -> Pair:
 
 def check_mmeb_train(root: str | os.PathLike, subsets: Sequence[str] | None = None, split: str = "original"):
     """`data check mmeb-train`: per subset, whether its split and its images are there."""
-    from embedrl.data.check import Status
-
     root = Path(root)
     fetch = f"hf download {REPO} --repo-type dataset --local-dir {root}"
     out = []
