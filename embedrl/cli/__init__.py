@@ -1,6 +1,6 @@
 """`embedrl <group> <command> ...`: the command line only parses arguments and calls library code.
 
-One module per group here (`embedrl.cli.data`, `.train`, `.index`, `.eval`, `.demo`), each with
+One module per group here (`embedrl.cli.data`, `.train`, `.index`, `.eval`, `.demo`, `.serve`), each with
 `register(subparsers)`. This package is the composition root: it also lists, by name, the lab's
 commands (`embedrl.lab.cli`, `embedrl.lab.bench`: the quickstart, presets, the synthetic
 benchmark, the ablation, benchmarks), which add themselves to the same groups; the library never
@@ -27,6 +27,7 @@ REGISTER: list[str] = [
     "embedrl.cli.index:register",
     "embedrl.cli.eval:register",
     "embedrl.cli.demo:register",
+    "embedrl.cli.serve:register",
     "embedrl.lab.bench:register",
     "embedrl.lab.cli:register",
 ]
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP request drowns remote runs' logs
     try:
         return int(args.func(args) or 0)
     except EmbedrlError as e:

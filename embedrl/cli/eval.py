@@ -23,13 +23,15 @@ def register(sub) -> None:
             ("mmeb", "mmeb_v2", "run a registry of datasets (MMEB-V2 by default); resumable"),
             ("uvrb", "uvrb", "run the 16 UVRB video-retrieval datasets; resumable")):
         p = ev.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG] or a Hub id")
+        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG], a Hub id, "
+                                                      "or the URL of an `embedrl serve`")
         add_format_option(p)
         p.add_argument("--data-root", required=True, help="folder the registry's paths are relative to")
         p.add_argument("--out", required=True, help="output folder (score/pred files, results.json); reruns resume")
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
-        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
+        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs, or an OpenAI-compatible chat endpoint "
+                                                        "openai:BASE_URL#MODEL (needs --tcot or --tcot-set other than none)")
         add_prompt_set_option(p)
         p.add_argument("--tcot", choices=TCOT_MODES, default="none",
                        help="T-CoT side(s): none, query only, candidates only, or query and candidates")
@@ -39,6 +41,8 @@ def register(sub) -> None:
         p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
+        p.add_argument("--reasoner-backend", choices=("hf", "vllm"), default="hf",
+                       help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
@@ -101,7 +105,8 @@ def cmd_run(args) -> int:
     from embedrl.models.reasoner import load_reasoner
 
     # cache=True: target T-CoTs are shared with indexing and training
-    reasoner = (load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities, prompt_set=args.prompt_set)
+    reasoner = (load_reasoner(args.reasoner, backend=args.reasoner_backend, cache=True, modalities=args.tcot_modalities,
+                              prompt_set=args.prompt_set)
                 if args.reasoner else None)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,

@@ -20,13 +20,13 @@ the file system), and Gradio's queue with a configurable concurrency.
 """
 
 
-import ipaddress
 import itertools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from embedrl.client import is_loopback
 from embedrl.core.errors import EmbedrlError
 from embedrl.demo import views
 from embedrl.demo.backend import MAX_K, DemoBackend, hit_label
@@ -289,7 +289,7 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
 
     limits: UploadLimits = getattr(demo, "embedrl_limits", UploadLimits())
     set_pil_limit(limits.max_pixels)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         logger.warning("serving on %s: the demo is reachable from other machines", host)
     if share:
         logger.warning("--share: Gradio will open a public link to this demo")
@@ -299,15 +299,6 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
                        mcp_server=False, quiet=quiet, inbrowser=False,
                        theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="slate"),
                        css=views.CSS + STATUS_CSS)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,

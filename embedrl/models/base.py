@@ -6,6 +6,8 @@ which one it needs in `embedrl.json`, so loading never branches on model names.
 Specs `load_embedder` accepts:
   - a directory saved by `save_pretrained` (has `embedrl.json`),
   - `open_clip:ARCH` or `open_clip:ARCH:PRETRAINED_TAG` (e.g. `open_clip:ViT-B-32:openai`),
+  - `http(s)://HOST:PORT[#MODEL]`: a model served over HTTP (`embedrl serve`, or another
+    OpenAI-compatible embeddings endpoint; `embedrl.models.remote`),
   - any other string: a Hub id or a directory of an HF image-text-to-text model (VLM backend),
     embedded in the format `format=` names (`embedrl.models.formats`), the one its `embedrl.json`
     records, or the one its files identify (an Embed-RL or GME checkpoint); else an error lists them.
@@ -39,6 +41,7 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 BACKENDS: dict[str, str] = {
     "vlm": "embedrl.models.vlm_embedder:VLMEmbedder",
     "open_clip": "embedrl.models.clip_embedder:CLIPEmbedder",
+    "remote": "embedrl.models.remote:RemoteEmbedder",
 }
 
 
@@ -168,6 +171,8 @@ def backend_of(spec: str) -> str:
         return json.loads((path / CONFIG_NAME).read_text()).get("backend", "vlm")
     if spec.startswith("open_clip:"):
         return "open_clip"
+    if spec.startswith(("http://", "https://")):
+        return "remote"
     if path.exists() and not path.is_dir():
         raise EmbedrlError(f"{spec} is a file; pass a model directory or a Hub id")
     return "vlm"
@@ -179,12 +184,13 @@ def load_embedder(spec: str, format: str | None = None, device: str | None = Non
     `format`: the embedding format of a VLM (see `embedrl.models.formats.FORMATS`); `device`:
     where to put it; `dtype` (VLMs): the weights' dtype. Any other keyword is an error."""
     backend = backend_of(spec)
-    allowed = {"vlm": {"dtype"}, "open_clip": set()}.get(backend, set())
+    allowed = {"vlm": {"dtype"}, "open_clip": set(), "remote": {"api_key", "concurrency", "retries", "backoff",
+                                                                "timeout"}}.get(backend, set())
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise EmbedrlError(f"load_embedder: unknown keyword(s) {', '.join(unknown)} for the {backend} backend "
                            f"(it takes format, device{''.join(', ' + k for k in sorted(allowed))})")
-    if backend == "vlm":
+    if backend in ("vlm", "remote"):  # a remote embedder checks `format` against its server's
         kwargs["format"] = format
     elif format not in (None, backend):
         raise EmbedrlError(f"{spec} is an {backend} model; embedding formats ({format!r}) are for VLM embedders")

@@ -91,7 +91,19 @@ def _hub_commit(repo_id: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def _open_cache(cache):
+def model_identity(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """(spec, weights hash) of a reasoner: a directory by its absolute path (one id however it was
+    spelled) and the hash of its files; a Hub id by its cached commit (None when not cached)."""
+    spec = str(name_or_path)
+    path = Path(spec)
+    if path.is_dir():
+        return str(path.resolve()), directory_weights_hash(path)
+    if path.exists() or spec.startswith((".", "/")):
+        raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+    return spec, _hub_commit(spec)
+
+
+def open_cache(cache):
     if cache is None or cache is False:
         return None
     from embedrl.core.tcot_cache import TCoTCache
@@ -115,7 +127,7 @@ class Reasoner:
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size  # items per generate call
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.generated_items = 0  # items actually generated for (cache misses included), for bookkeeping
         self._weights_hash = weights_hash
         if processor.tokenizer.pad_token is None:
@@ -154,15 +166,8 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
-        spec = str(name_or_path)
-        path = Path(spec)
-        is_dir = path.is_dir()
-        if is_dir:
-            spec = str(path.resolve())  # one id per directory, however it was spelled
-        elif path.exists() or spec.startswith((".", "/")):
-            raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+        spec, weights_hash = model_identity(name_or_path)
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
-        weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
                    cache=cache, prompt_set=prompt_set or recorded_prompt_set(spec), **kwargs)
 
@@ -184,14 +189,37 @@ class Reasoner:
 
     def collate(self, items: Sequence[Item], role: str) -> dict[str, Any]:
         """Left-padded model inputs for `items` in `role` (the prompt only, ready to generate)."""
+        return self.collate_chats([build_messages(item, role, prompt_set=self.prompt_set) for item in items])
+
+    def collate_chats(self, chats: Sequence[tuple[list[dict[str, Any]], list]]) -> dict[str, Any]:
+        """Left-padded model inputs for chats: (messages with image placeholders, their images in order)."""
         texts, images = [], []
-        for item in items:
-            messages, item_images = build_messages(item, role, prompt_set=self.prompt_set)
+        for messages, chat_images in chats:
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-            images.extend(item_images)
+            images.extend(chat_images)
         batch = self.processor(text=texts, images=images or None, padding=True, padding_side="left",
                                return_tensors="pt")
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def complete(self, chats: Sequence[tuple[list[dict[str, Any]], list]], num_samples: int = 1,
+                 max_new_tokens: int | None = None, **sampling: Any) -> list[list[str]]:
+        """The model's replies to chats (as `collate_chats` takes them) in one generate call, `num_samples` each.
+
+        `sampling` goes to `model.generate`; num_samples > 1 samples unless told otherwise. `embedrl serve`
+        answers chat requests with this, so a remote reasoner writes what this one would.
+        """
+        if num_samples > 1:
+            sampling.setdefault("do_sample", True)
+        tokenizer = self.processor.tokenizer
+        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
+                      "pad_token_id": tokenizer.pad_token_id, **sampling}
+        if not gen_kwargs.get("do_sample"):
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        batch = self.collate_chats(chats)
+        with torch.inference_mode():
+            generated = self.model.generate(**batch, **gen_kwargs)
+        decoded = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [[d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]] for j in range(len(chats))]
 
     def generate(self, items: Sequence[Item], role: str = "query", num_samples: int = 1, batch_size: int | None = None,
                  max_new_tokens: int | None = None, show_progress: bool | None = None, use_tcot_cache: bool = True,
@@ -237,26 +265,16 @@ class Reasoner:
 
         items = list(items)
         batch_size = batch_size or self.batch_size
-        if num_samples > 1:
-            sampling.setdefault("do_sample", True)
-        tokenizer = self.processor.tokenizer
-        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
-                      "pad_token_id": tokenizer.pad_token_id, **sampling}
-        if not gen_kwargs.get("do_sample"):
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         # Similar items together: fewer image/no-image mixes and less padding per batch.
         order = sorted(range(len(items)), key=lambda i: (modality_of(items[i]), len(items[i].text)))
         batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
         out: list[list[str]] = [[] for _ in items]
         show = len(batches) > 1 if show_progress is None else show_progress
         for idx in tqdm(batches, desc=f"T-CoT ({role})", unit="batch", disable=not show):
-            batch = self.collate([items[i] for i in idx], role)
-            with torch.inference_mode():
-                generated = self.model.generate(**batch, **gen_kwargs)
-            new = generated[:, batch["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                out[i] = [d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]]
+            replies = self.complete([build_messages(items[i], role) for i in idx], num_samples, max_new_tokens,
+                                    **sampling)
+            for i, texts in zip(idx, replies):
+                out[i] = texts
             self.generated_items += len(idx)
         return out
 
@@ -284,8 +302,27 @@ def _parsed(text: str) -> TCoT:
     return tcot
 
 
-def load_reasoner(spec: str | os.PathLike | Reasoner, **kwargs: Any) -> Reasoner:
-    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`)."""
+BACKENDS = ("hf", "vllm")
+
+
+def load_reasoner(spec: str | os.PathLike | Reasoner, backend: str = "hf", **kwargs: Any) -> Reasoner:
+    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`),
+    or an OpenAI-compatible chat endpoint, `http(s)://HOST:PORT[/v1][#MODEL]` or `openai:BASE_URL#MODEL`
+    (`embedrl.models.remote_reasoner`).
+
+    `backend` (local models): "hf" generates with transformers (CPU or GPU); "vllm" with vLLM's offline
+    engine (GPU only; `embedrl.models.vllm_reasoner`): the same prompts, parsing and T-CoT cache keys.
+    """
     if isinstance(spec, Reasoner):
         return spec
+    if str(spec).startswith(("http://", "https://", "openai:")):
+        from embedrl.models.remote_reasoner import RemoteReasoner
+
+        return RemoteReasoner(str(spec), **kwargs)
+    if backend not in BACKENDS:
+        raise EmbedrlError(f"reasoner backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm":
+        from embedrl.models.vllm_reasoner import VLLMReasoner
+
+        return VLLMReasoner.from_pretrained(spec, **kwargs)
     return Reasoner.from_pretrained(spec, **kwargs)
