@@ -38,7 +38,10 @@ def register(sub) -> None:
     _corpus_args(p)
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
     p.add_argument("--reasoner", help="the index's reasoner (default: the one in the manifest)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
+    p.add_argument("--duplicates", choices=("refuse", "skip"), default="refuse",
+                   help="items whose id the index already holds: refuse the add (default) or leave them out "
+                        "(listed in the output and in build_report.json)")
     p.add_argument("--tcot-cache", help="T-CoT cache file")
     p.set_defaults(func=cmd_add)
 
@@ -118,7 +121,7 @@ def cmd_add(args) -> int:
     reasoner = load_reasoner(reasoner_spec, modalities=built_with.get("modalities")) if reasoner_spec else None
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
     result = add_to_index(args.dir, corpus, load_embedder(spec), reasoner=reasoner, cache=args.tcot_cache,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, duplicates=args.duplicates)
     _print(result)
     return 0
 

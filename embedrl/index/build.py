@@ -10,11 +10,15 @@
    and `build_report.json` counts those (`tcots`), with a warning when they pass a fifth.
 3. An item whose image cannot be read is skipped, counted and listed in `build_report.json`.
 4. Rank 0 then trains the FAISS index on a sample (IVF/PQ), adds the shards one by one,
-   writes `index.faiss` and `store.sqlite`, and writes `manifest.json` LAST: a directory
-   without a manifest is an unfinished build, never an index.
+   writes `index.faiss` and `store.sqlite`, then `build_report.json`, and `manifest.json`
+   LAST: a directory without a manifest is an unfinished build, never an index.
 
-The shards are kept: rerunning with another `factory` re-indexes without encoding again.
-`build_from_vectors` does the same from precomputed embeddings; `add_to_index` appends.
+The shards are kept: rerunning with another `factory` re-indexes without encoding again. Such a
+rebuild (or an `--overwrite` one) writes its index and store beside the old ones under new names
+and switches to them by replacing the manifest, so until it completes the old index stays whole
+and loadable. `build_from_vectors` does the same from precomputed embeddings. `add_to_index`
+appends (refusing or skipping ids the index already holds); its items are kept as shards, so a
+rebuild keeps them, and its skips go into the build report.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import platform
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,11 +49,15 @@ from embedrl.index.shards import (
     SHARDS_DIR,
     EncodedShard,
     ShardEncoder,
+    added_shards,
     encode_shards,
     make_item_encoder,
     num_shards,
+    read_added,
     read_shard,
+    remove_added,
     shard_done,
+    write_added,
 )
 from embedrl.index.store import ItemStore
 
@@ -65,6 +74,7 @@ STORE_FILE = "store.sqlite"
 REPORT_FILE = "build_report.json"
 PLAN_FILE = "plan.json"
 METRIC = "inner_product"
+DUPLICATES = ("refuse", "skip")
 
 
 # ---------------------------------------------------------------- plan, manifest, state
@@ -122,10 +132,15 @@ def load_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _digest(plan: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
 def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state) -> dict | None:
     """Check/record the build plan; returns the existing manifest when there is nothing to do.
 
     Every rank checks the plan on disk (so all fail together); rank 0 cleans up and writes it.
+    The manifest of an earlier build stays until a new one replaces it.
     """
     plan_path = out / SHARDS_DIR / PLAN_FILE
     old = read_json(plan_path) if plan_path.is_file() else None
@@ -133,23 +148,29 @@ def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bo
         changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
         raise EmbedrlError(f"{out} holds a build of another corpus or model (differs in: "
                            f"{', '.join(changed)}); choose another --out or pass --overwrite")
+    manifest = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
     if state.is_main_process:
         shards = ensure_dir(out / SHARDS_DIR)
         for tmp in list(shards.glob(".*.tmp")) + list(out.glob(".*.tmp")) + list(out.glob("*.tmp-*")):
             tmp.unlink(missing_ok=True)  # left by a killed run
         if old is not None and old != plan:
-            logger.info("--overwrite: removing the previous build in %s", out)
-            (out / MANIFEST).unlink(missing_ok=True)
+            logger.info("--overwrite: replacing the previous build in %s (it stays usable until the new one is "
+                        "complete)", out)
             for p in shards.glob("shard_*"):
                 p.unlink()
-        if (out / MANIFEST).is_file():
-            manifest = read_json(out / MANIFEST)
-            if factory is not None and factory != manifest.get("factory"):
-                logger.info("re-indexing the kept shards as %s", factory)
-                (out / MANIFEST).unlink()
+            remove_added(out)
         write_json(plan_path, plan)
     state.wait_for_everyone()
-    return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+    if manifest is None:
+        return None
+    # manifests written before plans were recorded in them: the plan on disk was theirs
+    if manifest.get("plan", old is not None and _digest(old)) != _digest(plan):
+        return None
+    if factory is not None and factory != manifest.get("factory"):
+        logger.info("re-indexing the kept shards as %s (the current index stays until the new one is complete)",
+                    factory)
+        return None
+    return manifest
 
 
 def _corpus_digest(corpus: Corpus) -> str:
@@ -165,8 +186,10 @@ def _sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
 
 def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item_of: Callable[[int], dict],
                  fields_of: Callable[[int], dict], factory: str | None = None, gpu: bool = False,
-                 max_bytes: int | None = None) -> dict[str, Any]:
-    """Train/fill the FAISS index from all shards, write index + store + report; returns the manifest's index part."""
+                 max_bytes: int | None = None, added_until: int = 0,
+                 names: tuple[str, str] = (INDEX_FILE, STORE_FILE)) -> dict[str, Any]:
+    """Train/fill the FAISS index from all shards (and the rows `add` appended before row `added_until`),
+    write index + store (as `names`) + report; returns the manifest's index part."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -176,10 +199,19 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
         raise EmbedrlError(f"{len(missing)} shard(s) missing in {out / SHARDS_DIR} (first: {missing[0]}); "
                            "rerun the build to encode them")
     metas = [read_shard(out, i)[0] for i in range(count_shards)]
-    sizes = [len(m["rows"]) for m in metas]
+    added = [read_added(path) for start, path in added_shards(out) if start < added_until]
+    sizes = [len(m["rows"]) for m in metas] + [len(a["items"]) for a, _ in added]
     total = sum(sizes)
+    skipped = [s for m in metas for s in m["skipped"]] + [s for a, _ in added for s in a["skipped"]]
+    report = {"count": total, "corpus_size": n, "skipped_count": len(skipped), "skipped": skipped,
+              "shards": count_shards, "shard_size": shard_size}
     if total == 0:
-        raise EmbedrlError("no item of the corpus could be encoded (see build_report.json)")
+        write_json(out / REPORT_FILE, {**report, "finished": now()})
+        raise EmbedrlError(f"no item of the corpus could be encoded (see {out / REPORT_FILE})")
+
+    def vectors(i: int) -> np.ndarray:
+        return np.asarray(read_shard(out, i)[1] if i < count_shards else added[i - count_shards][1])
+
     reason = "given with --factory"
     if factory is None:
         factory, reason = fx.choose_factory(total, dim, max_bytes)
@@ -191,48 +223,49 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
         wanted = _sample_rows(total, size)
         offsets = np.cumsum([0] + sizes)
         parts = []
-        for i in range(count_shards):
+        for i in range(len(sizes)):
             local = wanted[(wanted >= offsets[i]) & (wanted < offsets[i + 1])] - offsets[i]
             if len(local):
-                parts.append(np.asarray(read_shard(out, i)[1][local]))
+                parts.append(vectors(i)[local])
         train = np.concatenate(parts)
     t0 = time.perf_counter()
-    chunks = (np.asarray(read_shard(out, i)[1]) for i in
-              tqdm(range(count_shards), desc="indexing", unit="shard", disable=None))
+    chunks = (vectors(i) for i in tqdm(range(len(sizes)), desc="indexing", unit="shard", disable=None))
     index = fx.build(factory, dim, train, chunks, gpu=gpu)
     index_seconds = time.perf_counter() - t0
     params = fx.default_search_params(index)
-    fx.write_index(index, out / INDEX_FILE)
+    index_file, store_file = names
+    fx.write_index(index, out / index_file)
 
-    tmp_store = out / f".{STORE_FILE}.tmp-{os.getpid()}"
+    tmp_store = out / f".{store_file}.tmp-{os.getpid()}"
     tmp_store.unlink(missing_ok=True)
     with ItemStore(tmp_store) as store:
         row = 0
         for meta in metas:
             store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
             row += len(meta["rows"])
-    os.replace(tmp_store, out / STORE_FILE)
+        for meta, _ in added:
+            store.put_many(row, meta["items"], meta["tcots"], meta["fields"])
+            row += len(meta["items"])
+    os.replace(tmp_store, out / store_file)
 
-    skipped = [s for m in metas for s in m["skipped"]]
-    stats = [m.get("stats", {}) for m in metas]
-    report = {
-        "count": total, "corpus_size": n, "skipped_count": len(skipped), "skipped": skipped,
-        "shards": count_shards, "shard_size": shard_size, "factory": factory, "factory_reason": reason,
+    stats = [m.get("stats", {}) for m in metas] + [a.get("stats", {}) for a, _ in added]
+    report.update({
+        "factory": factory, "factory_reason": reason,
         "encode_seconds": round(sum(s.get("seconds", 0) for s in stats), 2),
         "index_seconds": round(index_seconds, 2),
         "tcot_cache": {"hits": sum(s.get("tcot_hits", 0) for s in stats),
                        "misses": sum(s.get("tcot_misses", 0) for s in stats)},
         "finished": now(),
-    }
+    })
     if any("tcots" in s for s in stats):
         report["tcots"] = merge_usage(s["tcots"] for s in stats if "tcots" in s)
         warn_broken(report["tcots"], f"corpus T-CoTs (see {out / REPORT_FILE})")
     write_json(out / REPORT_FILE, report)
     if skipped:
-        logger.warning("%d item(s) skipped (unreadable media), listed in %s", len(skipped), out / REPORT_FILE)
+        logger.warning("%d item(s) skipped, listed in %s", len(skipped), out / REPORT_FILE)
     return {"dim": dim, "metric": METRIC, "normalized": True, "factory": factory, "factory_reason": reason,
-            "search_params": params, "count": total, "skipped": len(skipped), "index_file": INDEX_FILE,
-            "store_file": STORE_FILE}
+            "search_params": params, "count": total, "skipped": len(skipped), "index_file": index_file,
+            "store_file": store_file}
 
 
 def embedder_info(embedder: Embedder) -> dict[str, Any]:
@@ -267,15 +300,30 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
     logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
     state.wait_for_everyone()
     if state.is_main_process:
-        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes)
-        manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "versions": versions(),
+        previous = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+        same_plan = previous is not None and previous.get("plan", _digest(plan)) == _digest(plan)
+        # a rebuild keeps what `add` appended to the same build, and writes beside the index it replaces
+        added_until = int(previous["count"]) if same_plan else 0
+        stamp = uuid.uuid4().hex[:8]
+        names = (INDEX_FILE, STORE_FILE) if previous is None else (f"index.{stamp}.faiss", f"store.{stamp}.sqlite")
+        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, added_until, names)
+        manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "plan": _digest(plan), "versions": versions(),
                     "created": now()}
-        write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is an index
-        for stale in out.glob("index.*.faiss"):  # left by `add` before this rebuild
-            stale.unlink()
+        write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is this index
+        remove_added(out, added_until)  # appended by an add that never finished
+        _remove_unused(out, manifest)
         logger.info("index ready: %s (%d vectors, %s)", out, part["count"], part["factory"])
     state.wait_for_everyone()
     return load_manifest(out)
+
+
+def _remove_unused(out: Path, manifest: dict[str, Any]) -> None:
+    """Index and store files the manifest no longer names (the index a rebuild or an add replaced)."""
+    keep = {manifest["index_file"], manifest["store_file"]}
+    for path in [*out.glob("index*.faiss"), *out.glob("store*.sqlite")]:
+        if path.name not in keep:
+            for stale in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
+                stale.unlink(missing_ok=True)
 
 
 def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str | os.PathLike,
@@ -351,12 +399,17 @@ def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str 
 
 def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,
                  reasoner: ReasonerLike | None = None, cache: TCoTCache | str | os.PathLike | None = None,
-                 batch_size: int = 32) -> dict[str, Any]:
+                 batch_size: int = 32, duplicates: str = "refuse") -> dict[str, Any]:
     """Append items to a complete index (same embedder and reasoner); returns a small report.
 
-    The new rows go into the store and a new index file; the manifest, rewritten last,
-    switches to them, so an interrupted add leaves the previous index intact.
+    Items whose id the index already holds are refused (`duplicates="refuse"`, nothing is added) or
+    left out and reported (`"skip"`). The new rows are kept as shards (a rebuild keeps them), appended
+    to the store and written to a new index file; the manifest, rewritten last, switches to them, so
+    an interrupted add leaves the previous index intact, and rerunning it gives the same index.
+    Skipped items (duplicates, unreadable media) go into `build_report.json`.
     """
+    if duplicates not in DUPLICATES:
+        raise EmbedrlError(f"duplicates must be one of {', '.join(DUPLICATES)}, not {duplicates!r}")
     index_dir = Path(index_dir)
     manifest = load_manifest(index_dir)
     check_embedder(manifest, embedder, index_dir)
@@ -365,31 +418,61 @@ def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], e
         raise EmbedrlError(f"the index was built with reasoner {manifest.get('reasoner')}; add items with the same "
                            f"one (got {reasoner_info(reasoner)})")
     corpus = items if isinstance(items, Corpus) else Corpus(list(items))
+    count = int(manifest["count"])
+    with ItemStore(index_dir / manifest["store_file"], readonly=True) as store:
+        taken = set(store.existing_ids([item.id for item in corpus.items], below=count))
+    skipped = [{"id": item.id, "reason": "id already in the index"} for item in corpus.items if item.id in taken]
+    if taken:
+        shown = ", ".join(sorted(taken)[:5]) + (f" (+{len(taken) - 5} more)" if len(taken) > 5 else "")
+        if duplicates == "refuse":
+            raise EmbedrlError(f"{len(taken)} item id(s) are already in {index_dir}: {shown}. Give the new items ids "
+                               "of their own, or pass --duplicates skip to leave them out")
+        logger.warning("leaving out %d item(s) already in %s: %s", len(taken), index_dir, shown)
+        keep = [i for i, item in enumerate(corpus.items) if item.id not in taken]
+        corpus = Corpus([corpus.items[i] for i in keep], [corpus.fields[i] for i in keep], corpus.source, corpus.kind)
     if reasoner is not None and not isinstance(cache, TCoTCache):
         cache = TCoTCache(cache)
     encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
-    shards = [encode(s, min(len(corpus), s + SHARD_SIZE)) for s in range(0, len(corpus), SHARD_SIZE)]
+    remove_added(index_dir, count)  # left by an add that never finished
+    shards, start = [], count
+    for s in range(0, len(corpus), SHARD_SIZE):
+        shard = encode(s, min(len(corpus), s + SHARD_SIZE))
+        if not shards:  # the first shard also records the duplicates left out, so a rebuild's report keeps them
+            shard.skipped = skipped + shard.skipped
+        write_added(index_dir, start, shard, [corpus.items[p].to_dict() for p in shard.rows],
+                    [corpus.fields[p] for p in shard.rows])
+        shards.append(shard)
+        start += len(shard.rows)
     rows = [r for s in shards for r in s.rows]
-    skipped = [x for s in shards for x in s.skipped]
-    count = int(manifest["count"])
+    if shards:
+        skipped = [x for s in shards for x in s.skipped]
     result = {"added": len(rows), "skipped": skipped, "count": count + len(rows)}
-    if not rows:
-        return result
-    index = fx.read_index(index_dir / manifest["index_file"])
-    if index.ntotal != count:
-        raise EmbedrlError(f"{index_dir}: index holds {index.ntotal} vectors, manifest says {count}; rebuild it")
-    index.add(fx.normalize(np.concatenate([s.vectors for s in shards])))
-    with ItemStore(index_dir / manifest["store_file"]) as store:
-        store.put_many(count, [corpus.items[p].to_dict() for p in rows],
-                       [t for s in shards for t in s.tcots], [corpus.fields[p] for p in rows])
-    new_file = f"index.{count + len(rows)}.faiss"
-    fx.write_index(index, index_dir / new_file)
-    old_file = manifest["index_file"]
-    manifest.update(count=count + len(rows), index_file=new_file, updated=now(), versions=versions(),
-                    skipped=int(manifest.get("skipped", 0)) + len(skipped))
-    write_json(index_dir / MANIFEST, manifest)
-    if old_file != new_file:
-        (index_dir / old_file).unlink(missing_ok=True)
+    if rows:
+        index = fx.read_index(index_dir / manifest["index_file"])
+        if index.ntotal != count:
+            raise EmbedrlError(f"{index_dir}: index holds {index.ntotal} vectors, manifest says {count}; rebuild it")
+        index.add(fx.normalize(np.concatenate([s.vectors for s in shards])))
+        with ItemStore(index_dir / manifest["store_file"]) as store:
+            store.put_many(count, [corpus.items[p].to_dict() for p in rows],
+                           [t for s in shards for t in s.tcots], [corpus.fields[p] for p in rows])
+        new_file = f"index.{count + len(rows)}.faiss"
+        fx.write_index(index, index_dir / new_file)
+        manifest.update(count=count + len(rows), index_file=new_file)
+    manifest.update(updated=now(), versions=versions(), skipped=int(manifest.get("skipped", 0)) + len(skipped))
+    write_json(index_dir / MANIFEST, manifest)  # the commit point: a kill before it leaves the previous index
+    _report_add(index_dir, corpus.source, len(rows), skipped)
+    _remove_unused(index_dir, manifest)
     logger.info("added %d item(s) to %s (%d skipped); %d vectors now", len(rows), index_dir, len(skipped),
                 manifest["count"])
     return result
+
+
+def _report_add(index_dir: Path, source: str, added: int, skipped: list[dict[str, Any]]) -> None:
+    """Record a finished add in `build_report.json`: its skipped items join the build's."""
+    path = index_dir / REPORT_FILE
+    report = read_json(path) if path.is_file() else {}
+    report["skipped"] = list(report.get("skipped") or []) + skipped
+    report["skipped_count"] = len(report["skipped"])
+    report.setdefault("adds", []).append({"source": source, "added": added, "skipped": len(skipped),
+                                          "finished": now()})
+    write_json(path, report)

@@ -76,6 +76,17 @@ class ItemStore:
                                  "fields": json.loads(fields)}
         return [found.get(r) for r in ids]
 
+    def existing_ids(self, ids: Sequence[str], below: int) -> list[str]:
+        """Those of `ids` that rows before `below` (the index's committed rows) already hold, in `ids` order."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            found.update(r[0] for r in self._conn.execute(
+                f"SELECT item_id FROM rows WHERE row_id < ? AND item_id IN ({','.join('?' * len(chunk))})",
+                [below, *chunk]))
+        return [i for i in unique if i in found]
+
     def ids(self, limit: int | None = None) -> list[str]:
         """Item ids in row order (up to `limit` rows)."""
         sql = "SELECT item_id FROM rows ORDER BY row_id" + (" LIMIT ?" if limit is not None else "")
