@@ -38,6 +38,9 @@ def register(sub) -> None:
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
+        p.add_argument("--overwrite", action="store_true",
+                       help="recompute scores in --out made by another model, reasoner or T-CoT mode (refused "
+                            "otherwise, so results.json never mixes runs)")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
 
@@ -82,7 +85,7 @@ def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from embedrl.eval.mmeb import evaluate
+    from embedrl.eval.mmeb import check_inputs, evaluate
     from embedrl.eval.report import report
     from embedrl.models.base import load_embedder
 
@@ -93,6 +96,7 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
+    check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
     embedder = load_embedder(args.model)
     from embedrl.models.reasoner import load_reasoner
 
@@ -100,9 +104,11 @@ def cmd_run(args) -> int:
     reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
-                   metadata={"model_name": args.model})
+                   metadata={"model_name": args.model}, overwrite=args.overwrite)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
+    for name, reason in run.recomputed.items():
+        print(f"  recomputed {name}: {reason}")
     for _name, reason in run.missing.items():
         print(f"  missing: {reason}")
     if run.timings:
