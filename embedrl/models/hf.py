@@ -25,6 +25,9 @@ def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     spec = str(spec)
+    local = Path(spec).expanduser().exists()
+    if not local and (spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1):
+        raise EmbedrlError(f"{what} not found: {spec} (no such directory; a Hub id looks like org/name)")
     adapter = Path(spec) / "adapter_config.json"
     try:
         processor = AutoProcessor.from_pretrained(spec, **(processor_kwargs or {}))
@@ -39,7 +42,8 @@ def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[
         else:
             model = AutoModelForImageTextToText.from_pretrained(spec, dtype=dtype or "auto")
     except (OSError, ValueError) as e:
-        raise EmbedrlError(f"cannot load {what} {spec!r}: {str(e).splitlines()[0]}") from e
+        where = "" if local else "no such directory here, and as a Hub id: "
+        raise EmbedrlError(f"cannot load {what} {spec!r}: {where}{str(e).splitlines()[0]}") from e
     return model, processor
 
 
