@@ -85,7 +85,7 @@ def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from embedrl.eval.mmeb import check_inputs, evaluate
+    from embedrl.eval.mmeb import check_inputs, check_tcot_modes, evaluate
     from embedrl.eval.report import report
     from embedrl.models.base import load_embedder
 
@@ -96,7 +96,8 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
-    check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
+    all_specs, _ = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
+    check_tcot_modes(args.tcot, by_set, args.reasoner, [s.name for s in all_specs])
     embedder = load_embedder(args.model)
     from embedrl.models.reasoner import load_reasoner
 

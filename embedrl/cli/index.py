@@ -145,6 +145,8 @@ def cmd_search(args) -> int:
 
     if not (args.text or args.image or args.frames):
         raise EmbedrlError("give a query: --text, --image and/or --frames")
+    if args.k < 1:
+        raise EmbedrlError(f"-k {args.k}: the number of hits must be at least 1")
     frames = None
     if args.frames:
         from embedrl.data.corpus import read_video_folder

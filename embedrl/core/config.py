@@ -51,12 +51,20 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+def yaml_error(path: str | Path, error: yaml.YAMLError) -> EmbedrlError:
+    """A YAML parse error as one line naming the file, line and problem."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return EmbedrlError(f"{path}: invalid YAML{where}: {problem}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml_load(read_text(path, "config file")) or {}
     except yaml.YAMLError as e:
-        raise EmbedrlError(f"{path}: invalid YAML: {e}") from e
+        raise yaml_error(path, e) from e
     if not isinstance(data, dict):
         raise EmbedrlError(f"{path}: expected a mapping of key: value at the top level")
     return data

@@ -33,13 +33,16 @@ def umask() -> int:
     return mask
 
 
-def write_failed(path: str | os.PathLike, error: OSError) -> EmbedrlError:
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_failed(path: str | os.PathLike | None, error: OSError) -> EmbedrlError:
     """A write that the system refused, as a one-line error naming the file and what to do."""
     hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
             errno.EFBIG: "the file system or a limit refuses a file this large; write elsewhere",
             errno.EROFS: "the file system is read-only; write elsewhere",
             errno.EACCES: "no permission; write elsewhere"}.get(error.errno, "check the folder and retry")
-    return EmbedrlError(f"cannot write {path}: {error.strerror or error} ({hint})")
+    return EmbedrlError(f"cannot write {path or 'a file'}: {error.strerror or error} ({hint})")
 
 
 @contextlib.contextmanager

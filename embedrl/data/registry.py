@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from embedrl.core.config import yaml_error
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import read_text
 
@@ -65,7 +66,7 @@ def load_registry(path: str | Path) -> list[DatasetSpec]:
     try:
         data = yaml.safe_load(read_text(path, "registry")) or {}
     except yaml.YAMLError as e:
-        raise EmbedrlError(f"{path}: invalid YAML: {e}") from e
+        raise yaml_error(path, e) from e
     rows = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise EmbedrlError(f"{path}: expected a non-empty 'datasets:' list")

@@ -140,6 +140,7 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
+        check_modalities(kwargs.get("modalities"))  # a bad value fails before the weights load
         spec = str(name_or_path)
         path = Path(spec)
         is_dir = path.is_dir()
