@@ -8,7 +8,10 @@ In-process (pytest's `monkeypatch`):
   - `disk_full(monkeypatch, folder)`: every fsync of a file under `folder` fails with ENOSPC, as
     on a full disk (every embedrl write syncs before its rename).
 
-For a real kill, run a command through this file:
+From outside, `kill_when(command, path)` starts a command and SIGKILLs it once `path` exists (a
+checkpoint written, say): it dies wherever it then is, as under a real kill.
+
+For a kill at an exact point, run a command through this file:
 
     python tests/faults.py --kill-after-vectors 2 -- index build --model ... --out ...
     python tests/faults.py --kill-before-replace 'manifest.json' -- index add ...
@@ -26,7 +29,9 @@ import errno
 import fnmatch
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -105,6 +110,19 @@ def disk_full(monkeypatch, folder: str | os.PathLike) -> None:
         return fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full)
+
+
+def kill_when(command: list[str], path: str | os.PathLike, timeout: float = 300, **popen) -> int:
+    """Run `command`, SIGKILL it as soon as `path` exists; returns its exit status (-9 when killed)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    deadline = time.time() + timeout
+    while not Path(path).exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"{' '.join(map(str, command))} ended (or timed out) before {path} appeared")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
 
 
 def main(argv: list[str]) -> int:
