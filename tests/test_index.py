@@ -619,3 +619,35 @@ def test_a_batch_size_below_one_is_a_clear_error(tmp_path, clip, capsys):
                  str(tmp_path / "idx"), "--batch-size", "0"]) == 1
     assert capsys.readouterr().err == "embedrl: error: batch size must be at least 1, not 0 (items per encoder batch)\n"
     assert not (tmp_path / "idx").exists()
+
+
+def _can_mount_privately() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow  # three builds in fresh processes
+@pytest.mark.skipif(not _can_mount_privately(), reason="no private mount namespaces here (unshare)")
+def test_a_full_disk_at_any_point_of_a_build_is_a_one_line_error(tmp_path, clip, synth_tiny_dir):
+    """The build's output on a real full disk (a small tmpfs in a private mount namespace), filled at three points:
+    shards, the FAISS index file, the metadata store."""
+    corpus = synth_tiny_dir / "corpus.jsonl"
+    build_index(clip, corpus, tmp_path / "reference", shard_size=64, distributed=False)
+    total = sum(p.stat().st_size for p in (tmp_path / "reference").rglob("*") if p.is_file())
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    command = [sys.executable, "-m", "embedrl", "-q", "index", "build", "--model", clip.name_or_path, "--corpus",
+               str(corpus), "--shard-size", "64", "--out", str(mount / "out")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    failed_at = set()
+    for share in (0.3, 0.55, 0.85):
+        size = int(total * share) // 4096 * 4096
+        proc = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c",
+                               f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(mount), *command],
+                              capture_output=True, text=True, env=env, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0].startswith(f"embedrl: error: cannot write {mount / 'out'}/")
+        failed_at.add(Path(lines[0].split()[4].rstrip(":")).name.split(".")[0].lstrip("."))
+    assert len(failed_at) >= 2, failed_at  # not always the same writer

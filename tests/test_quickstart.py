@@ -71,7 +71,8 @@ def test_a_rerun_with_other_settings_is_refused_not_mixed_into_the_report(tmp_pa
     assert err.count("\n") == 1
 
 
-@pytest.mark.slow  # ~5 min: the tiny quickstart three times, in fresh processes
+@pytest.mark.slow  # ~5 min idle (much more under load): the tiny quickstart three times, in fresh processes
+@pytest.mark.timeout(3600)
 def test_sigkill_during_the_quickstart_then_rerun_equals_an_uninterrupted_run(tmp_path):
     import os
     import subprocess

@@ -45,6 +45,11 @@ def write_failed(path: str | os.PathLike | None, error: OSError) -> EmbedrlError
     return EmbedrlError(f"cannot write {path or 'a file'}: {error.strerror or error} ({hint})")
 
 
+def database_write_failed(path: str | os.PathLike, error: Exception) -> EmbedrlError:
+    """An sqlite write that failed ("database or disk is full", a read-only folder), as one line naming the file."""
+    return EmbedrlError(f"cannot write {path}: {error} (free some space, or write elsewhere)")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
     """Open a temp file beside `path`; on clean exit it replaces `path` in one rename."""

@@ -164,11 +164,41 @@ def cmd_rl(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl]
+def _faults(commands) -> None:
+    from embedrl.lab.faults import CASES, FAST_CASES
+
+    p = commands.add_parser("faults", help="kill -9 and a full disk against the long jobs, then the rerun: what survived",
+                            description="Run each case uninterrupted, then with a fault (SIGKILL at a point of "
+                                        "progress, or its output on a full disk), then rerun it; print what the "
+                                        "fault left, what the rerun did, and whether the result equals the "
+                                        "uninterrupted one. On the tiny presets and the synthetic benchmark.")
+    p.add_argument("--cases", nargs="+", default=list(FAST_CASES), choices=CASES, metavar="CASE",
+                   help=f"cases to run (default: {' '.join(FAST_CASES)}; also: "
+                        f"{' '.join(c for c in CASES if c not in FAST_CASES)}, minutes each)")
+    p.add_argument("--work", help="folder for presets, data and runs (default: a temporary folder)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_faults)
+
+
+def cmd_faults(args) -> int:
+    import tempfile
+
+    from embedrl.core.io import write_json
+    from embedrl.lab.faults import format_rows, rows_json, run_fault_bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_fault_bench(args.work or tmp, args.cases)
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows_json(rows))
+    return 0
+
+
+BENCHES = [_index, _encode, _rl, _faults]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, faults")
     for add in BENCHES:
         add(commands)
 
