@@ -349,18 +349,12 @@ case("index-build-corpus-type-bogus", cli(*BUILD, "--corpus", "{w.d}/corpus_ok.j
      REFUSED, "invalid choice: 'csv'")
 case("index-build-corpus-type-mismatch", cli(*BUILD, "--corpus", "{w.d}/corpus_ok.jsonl", "--corpus-type", "images"),
      ERROR, "corpus folder not found: {w.d}/corpus_ok.jsonl")
-case("index-build-model-missing", cli("index", "build", "--model", "/nonexistent/model", "--corpus",
-                                      "{w.d}/corpus_ok.jsonl", "--out", "{w.out}"), ERROR,
-     "embedder not found: /nonexistent/model (no such directory")
-case("index-build-model-relative-missing", cli("index", "build", "--model", "./no/such/model", "--corpus",
-                                               "{w.d}/corpus_ok.jsonl", "--out", "{w.out}"), ERROR,
-     "embedder not found: ./no/such/model")
-case("index-build-model-is-a-file", cli("index", "build", "--model", "{w.d}/a_file.txt", "--corpus",
-                                        "{w.d}/corpus_ok.jsonl", "--out", "{w.out}"), ERROR,
-     "{w.d}/a_file.txt is a file")
-case("index-build-model-empty-folder", cli("index", "build", "--model", "{w.d}/empty_folder", "--corpus",
-                                           "{w.d}/corpus_ok.jsonl", "--out", "{w.out}"), ERROR,
-     "cannot load embedder '{w.d}/empty_folder'")
+for name, model, message in (("missing", "/nonexistent/model", "embedder not found: /nonexistent/model (no such directory"),
+                             ("relative-missing", "./no/such/model", "embedder not found: ./no/such/model"),
+                             ("is-a-file", "{w.d}/a_file.txt", "{w.d}/a_file.txt is a file"),
+                             ("empty-folder", "{w.d}/empty_folder", "cannot load embedder '{w.d}/empty_folder'")):
+    case(f"index-build-model-{name}", cli("index", "build", "--model", model, "--corpus", "{w.d}/corpus_ok.jsonl",
+                                          "--out", "{w.out}"), ERROR, message)
 case("index-build-reasoner-missing", cli(*BUILD, "--corpus", "{w.d}/corpus_ok.jsonl", "--reasoner", "/nonexistent/r"),
      ERROR, "reasoner '/nonexistent/r' is not a model directory")
 case("index-build-tcot-modalities-bogus", cli(*BUILD, "--corpus", "{w.d}/corpus_ok.jsonl", "--reasoner", "{w.clip}",
@@ -683,26 +677,31 @@ for name, limits, message in (("upload_text.png", {}, "not an image"), ("upload.
          message)
 
 # other commands
-case("presets-make-unknown", cli("presets", "make", "tiny-giant", "--out", "{w.out}"), ERROR,
-     "unknown preset 'tiny-giant'")
-case("presets-make-out-is-a-file", cli("presets", "make", "tiny-clip", "--out", "{w.d}/a_file.txt"), ERROR,
-     "{w.d}/a_file.txt is a file")
-case("presets-make-over-a-foreign-folder", cli("presets", "make", "tiny-clip", "--out", "{w.d}/img"), ERROR,
-     "{w.d}/img is not empty and was not made by `embedrl presets make`")
-case("data-synth-size-bogus", cli("data", "synth", "--out", "{w.out}", "--size", "huge"), REFUSED,
-     "invalid choice: 'huge'")
-case("data-mine-negatives-pairs-missing", cli("data", "mine-negatives", "--model", "{w.clip}", "--pairs",
-                                              "{w.d}/nowhere.jsonl", "--out", "{w.out}"), ERROR,
-     "file not found: {w.d}/nowhere.jsonl")
-case("data-mine-negatives-latin1", cli("data", "mine-negatives", "--model", "{w.clip}", "--pairs",
-                                       "{w.d}/pairs_latin1.jsonl", "--out", "{w.out}"), ERROR,
-     "pairs_latin1.jsonl:2: not UTF-8 text")
-case("bench-index-n-0", cli("bench", "index", "--n", "0", "--no-autofaiss"), ERROR, "--n, --dim and --nq must be positive")
-case("bench-index-vectors-not-numpy", cli("bench", "index", "--vectors", "{w.d}/vectors.npy", "--no-autofaiss"), ERROR,
-     "vectors.npy")
-case("eval-ablation-config-missing", cli("eval", "ablation", "--config", "{w.d}/nowhere.yaml"), ERROR,
-     "config file not found: {w.d}/nowhere.yaml")
-case("no-such-command", cli("index", "rebuild"), REFUSED, "invalid choice: 'rebuild'")
+for name, argv, outcome, message in (
+        ("presets-make-unknown", ("presets", "make", "tiny-giant", "--out", "{w.out}"), ERROR,
+         "unknown preset 'tiny-giant'"),
+        ("presets-make-out-is-a-file", ("presets", "make", "tiny-clip", "--out", "{w.d}/a_file.txt"), ERROR,
+         "{w.d}/a_file.txt is a file"),
+        ("presets-make-over-a-foreign-folder", ("presets", "make", "tiny-clip", "--out", "{w.d}/img"), ERROR,
+         "{w.d}/img is not empty and was not made by `embedrl presets make`"),
+        ("data-synth-size-bogus", ("data", "synth", "--out", "{w.out}", "--size", "huge"), REFUSED,
+         "invalid choice: 'huge'"),
+        ("data-mine-negatives-pairs-missing", ("data", "mine-negatives", "--model", "{w.clip}", "--pairs",
+                                               "{w.d}/nowhere.jsonl", "--out", "{w.out}"), ERROR,
+         "file not found: {w.d}/nowhere.jsonl"),
+        ("data-mine-negatives-latin1", ("data", "mine-negatives", "--model", "{w.clip}", "--pairs",
+                                        "{w.d}/pairs_latin1.jsonl", "--out", "{w.out}"), ERROR,
+         "pairs_latin1.jsonl:2: not UTF-8 text"),
+        ("bench-index-n-0", ("bench", "index", "--n", "0", "--no-autofaiss"), ERROR,
+         "--n, --dim and --nq must be positive"),
+        ("bench-index-vectors-not-numpy", ("bench", "index", "--vectors", "{w.d}/vectors.npy", "--no-autofaiss"),
+         ERROR, "vectors.npy"),
+        ("bench-faults-unknown-case", ("bench", "faults", "--cases", "index-rebuild"), REFUSED,
+         "invalid choice: 'index-rebuild'"),
+        ("eval-ablation-config-missing", ("eval", "ablation", "--config", "{w.d}/nowhere.yaml"), ERROR,
+         "config file not found: {w.d}/nowhere.yaml"),
+        ("no-such-command", ("index", "rebuild"), REFUSED, "invalid choice: 'rebuild'")):
+    case(name, cli(*argv), outcome, message)
 
 
 # ---------------------------------------------------------------- running a case

@@ -165,13 +165,11 @@ def cmd_rl(args) -> int:
 
 
 def _faults(commands) -> None:
+    from embedrl.lab import faults
     from embedrl.lab.faults import CASES, FAST_CASES
 
-    p = commands.add_parser("faults", help="kill -9 and a full disk against the long jobs, then the rerun: what survived",
-                            description="Run each case uninterrupted, then with a fault (SIGKILL at a point of "
-                                        "progress, or its output on a full disk), then rerun it; print what the "
-                                        "fault left, what the rerun did, and whether the result equals the "
-                                        "uninterrupted one. On the tiny presets and the synthetic benchmark.")
+    what = "kill -9 and a full disk against the long jobs, then the rerun: what survived"
+    p = commands.add_parser("faults", help=what, description=faults.__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--cases", nargs="+", default=list(FAST_CASES), choices=CASES, metavar="CASE",
                    help=f"cases to run (default: {' '.join(FAST_CASES)}; also: "
                         f"{' '.join(c for c in CASES if c not in FAST_CASES)}, minutes each)")

@@ -152,20 +152,21 @@ def _index_state(folder: Path) -> str:
     try:
         manifest = load_manifest(folder)
         return f"{shards} shard(s) kept; loads: {manifest['count']} items"
-    except EmbedrlError as e:
-        return f"{shards} shard(s) kept; refused clearly ({str(e).split(':')[0]}: not a complete index)"
+    except EmbedrlError:
+        return f"{shards} shard(s) kept; no manifest: refused as an unfinished build"
 
 
 # ---------------------------------------------------------------- the cases
 
 def _index_build(w: World, root: Path) -> Row:
-    args = ["index", "build", "--model", w.clip, "--corpus", w.synth / "corpus.jsonl", "--shard-size", 64]
-    _ok(w.run(w.command(*args, "--out", root / "reference")), "the uninterrupted build")
+    _ok(w.run(_build_args(w, root / "reference")), "the uninterrupted build")
+    shards = len(list((root / "reference" / "shards").glob("shard_*.json")))
     out = root / "killed"
-    killed = w.kill_when(w.command(*args, "--out", out), lambda: (out / "shards" / "shard_00003.json").exists())
+    killed = w.kill_when(_build_args(w, out), lambda: (out / "shards" / "shard_00003.json").exists())
     state = _index_state(out)
-    _ok(w.run(w.command(*args, "--out", out)), "the rerun")
-    return Row("index build", "kill -9 at shard 3 of 9" if killed else "kill -9 (finished first)", state,
+    _ok(w.run(_build_args(w, out)), "the rerun")
+    fault = f"kill -9 once shard 4 of {shards} is written" if killed else "kill -9 (finished first)"
+    return Row("index build", fault, state,
                "resumed: encoded the missing shards", _same(_same_index(out, root / "reference")))
 
 
@@ -201,17 +202,28 @@ def _index_add(w: World, root: Path) -> Row:
 
 
 def _eval_mmeb(w: World, root: Path) -> Row:
-    args = ["eval", "mmeb", "--model", w.clip, "--data-root", w.synth, "--registry", w.synth / "registry.yaml",
-            "--no-report"]
-    _ok(w.run(w.command(*args, "--out", root / "reference")), "the uninterrupted evaluation")
+    _ok(w.run(_eval_args(w, root / "reference")), "the uninterrupted evaluation")
     out = root / "killed"
-    killed = w.kill_when(w.command(*args, "--out", out), lambda: len(list(out.glob("*/*_score.json"))) >= 2)
+    killed = w.kill_when(_eval_args(w, out), lambda: len(list(out.glob("*/*_score.json"))) >= 2)
     kept = len(list(out.glob("*/*_score.json")))
-    rerun = w.run(w.command(*args, "--out", out))
+    rerun = w.run(_eval_args(w, out))
     _ok(rerun, "the rerun")
     said = next((line for line in rerun.stdout.splitlines() if line.startswith("computed")), "").split(" -> ")[0]
     return Row("eval mmeb", "kill -9 after the 2nd of 7 datasets" if killed else "kill -9 (finished first)",
                f"{kept} finished dataset(s) kept", said, _same(_metrics(out) == _metrics(root / "reference")))
+
+
+def _resumed_training(w: World, root: Path, name: str, args: Callable[[Path], list[str]], checkpoint: int,
+                      steps: int) -> Row:
+    """A training killed once checkpoint-`checkpoint` is complete, then resumed with --resume."""
+    _ok(w.run(args(root / "reference")), f"the uninterrupted {name}")
+    out = root / "killed"
+    killed = w.kill_when(args(out), lambda: (out / f"checkpoint-{checkpoint}" / "trainer_state.json").exists())
+    kept = sorted(p.name for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    _ok(w.run([*args(out), "--resume"]), f"the resumed {name}")
+    fault = f"kill -9 after checkpoint-{checkpoint} of {steps} steps" if killed else "kill -9 (finished first)"
+    return Row(name, fault, f"complete checkpoints: {', '.join(kept) or 'none'}",
+               "--resume: from the last complete checkpoint", _same(_same_weights(out, root / "reference")))
 
 
 def _train_embedder(w: World, root: Path) -> Row:
@@ -221,14 +233,7 @@ def _train_embedder(w: World, root: Path) -> Row:
                          f"output_dir={out}", "max_steps=12", "save_steps=4", "save_total_limit=5",
                          "per_device_train_batch_size=8", "logging_steps=100")
 
-    _ok(w.run(args(root / "reference")), "the uninterrupted training")
-    out = root / "killed"
-    killed = w.kill_when(args(out), lambda: (out / "checkpoint-4" / "trainer_state.json").exists())
-    kept = sorted(p.name for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
-    _ok(w.run([*args(out), "--resume"]), "the resumed training")
-    return Row("train embedder", "kill -9 after checkpoint-4 of 12 steps" if killed else "kill -9 (finished first)",
-               f"complete checkpoints: {', '.join(kept) or 'none'}", "--resume: from the last complete checkpoint",
-               _same(_same_weights(out, root / "reference")))
+    return _resumed_training(w, root, "train embedder", args, checkpoint=4, steps=12)
 
 
 def _train_eg_rl(w: World, root: Path) -> Row:
@@ -240,14 +245,7 @@ def _train_eg_rl(w: World, root: Path) -> Row:
                          "save_steps=1", "save_total_limit=10", "per_device_train_batch_size=4", "num_generations=2",
                          "max_completion_length=16", "use_cpu=true", "logging_steps=1", "max_train_pairs=8")
 
-    _ok(w.run(args(root / "reference")), "the uninterrupted EG-RL")
-    out = root / "killed"
-    killed = w.kill_when(args(out), lambda: (out / "checkpoint-2" / "trainer_state.json").exists())
-    kept = sorted(p.name for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
-    _ok(w.run([*args(out), "--resume"]), "the resumed EG-RL")
-    return Row("train eg-rl", "kill -9 after checkpoint-2 of 4 steps" if killed else "kill -9 (finished first)",
-               f"complete checkpoints: {', '.join(kept) or 'none'}", "--resume: from the last complete checkpoint",
-               _same(_same_weights(out, root / "reference")))
+    return _resumed_training(w, root, "train eg-rl", args, checkpoint=2, steps=4)
 
 
 def _quickstart(w: World, root: Path) -> Row:
@@ -327,34 +325,31 @@ def _first_line_error(rc: int, stderr: str) -> str:
     return f"exit {rc}: {'traceback' if 'Traceback' in stderr else (lines[-1] if lines else '')}"[:80]
 
 
-def _disk_full_index(w: World, root: Path) -> Row:
-    def args(out: Path) -> list[str]:
-        return w.command("index", "build", "--model", w.clip, "--corpus", w.synth / "corpus.jsonl", "--shard-size",
-                         64, "--out", out)
-
-    how, rc, err, rc2, err2, result = _full_disk(w, root, args)
-    if rc2 != 0:
-        raise EmbedrlError(f"bench faults: the rerun with room failed: {err2.strip()[-400:]}")
-    return Row("index build", how, _first_line_error(rc, err), "completed with room",
-               _same(_same_index(result, root / "reference")))
+def _disk_full(name: str, args: Callable[[World, Path], list[str]], same: Callable[[Path, Path], bool]):
+    """A full-disk case: `args(world, out)` the command, `same(result, reference)` the comparison."""
+    def run(w: World, root: Path) -> Row:
+        how, rc, err, rc2, err2, result = _full_disk(w, root, lambda out: args(w, out))
+        if rc2 != 0:
+            raise EmbedrlError(f"bench faults: the rerun with room failed: {err2.strip()[-400:]}")
+        return Row(name, how, _first_line_error(rc, err), "completed with room", _same(same(result, root / "reference")))
+    return run
 
 
-def _disk_full_eval(w: World, root: Path) -> Row:
-    def args(out: Path) -> list[str]:
-        return w.command("eval", "mmeb", "--model", w.clip, "--data-root", w.synth, "--registry",
-                         w.synth / "registry.yaml", "--no-report", "--out", out)
+def _build_args(w: World, out: Path) -> list[str]:
+    return w.command("index", "build", "--model", w.clip, "--corpus", w.synth / "corpus.jsonl", "--shard-size", 64,
+                     "--out", out)
 
-    how, rc, err, rc2, err2, result = _full_disk(w, root, args)
-    if rc2 != 0:
-        raise EmbedrlError(f"bench faults: the rerun with room failed: {err2.strip()[-400:]}")
-    return Row("eval mmeb", how, _first_line_error(rc, err), "completed with room",
-               _same(_metrics(result) == _metrics(root / "reference")))
+
+def _eval_args(w: World, out: Path) -> list[str]:
+    return w.command("eval", "mmeb", "--model", w.clip, "--data-root", w.synth, "--registry",
+                     w.synth / "registry.yaml", "--no-report", "--out", out)
 
 
 RUNNERS: dict[str, Callable[[World, Path], Row]] = {
     "index-build": _index_build, "index-add": _index_add, "eval-mmeb": _eval_mmeb, "train-embedder": _train_embedder,
-    "train-eg-rl": _train_eg_rl, "quickstart": _quickstart, "disk-full-index-build": _disk_full_index,
-    "disk-full-eval-mmeb": _disk_full_eval,
+    "train-eg-rl": _train_eg_rl, "quickstart": _quickstart,
+    "disk-full-index-build": _disk_full("index build", _build_args, _same_index),
+    "disk-full-eval-mmeb": _disk_full("eval mmeb", _eval_args, lambda a, b: _metrics(a) == _metrics(b)),
 }
 
 
