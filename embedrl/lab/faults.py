@@ -317,12 +317,16 @@ def _full_disk(w: World, root: Path, args: Callable[[Path], list[str]]) -> tuple
 
 
 def _first_line_error(rc: int, stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line]
-    if rc == 1 and len(lines) == 1 and lines[0].startswith("embedrl: error: cannot write"):
-        return "one-line error: " + lines[0].split(": ", 3)[-1][:60]
+    """How a run on a full disk ended: a one-line error naming the file (warnings may precede it), or not."""
+    errors = [line for line in stderr.splitlines() if line.startswith("embedrl: error: ")]
+    if rc == 1 and len(errors) == 1 and "Traceback" not in stderr:
+        if errors[0].startswith("embedrl: error: cannot write "):
+            path, _, why = errors[0][len("embedrl: error: cannot write "):].partition(": ")
+            return f"one-line error: cannot write {Path(path).name}: {why.split(' (')[0]}"
+        return f"one-line error: {errors[0][len('embedrl: error: '):][:70]}"
     if rc == 0:
         return "finished (the disk was big enough)"
-    return f"exit {rc}: {'traceback' if 'Traceback' in stderr else (lines[-1] if lines else '')}"[:80]
+    return f"exit {rc}: {'traceback' if 'Traceback' in stderr else stderr.strip()[-70:]}"
 
 
 def _disk_full(name: str, args: Callable[[World, Path], list[str]], same: Callable[[Path, Path], bool]):
