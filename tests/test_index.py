@@ -26,9 +26,9 @@ from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 from embedrl.core.tcot_cache import CacheKey, TCoTCache
 from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
+from embedrl.index.add import add_to_index
 from embedrl.index.build import (
     MANIFEST,
-    add_to_index,
     build_from_vectors,
     build_index,
     load_manifest,

@@ -108,7 +108,8 @@ def cmd_info(args) -> int:
 
 def cmd_add(args) -> int:
     from embedrl.data.corpus import read_corpus
-    from embedrl.index.build import add_to_index, load_manifest
+    from embedrl.index.add import add_to_index
+    from embedrl.index.build import load_manifest
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 

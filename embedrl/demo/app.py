@@ -23,16 +23,13 @@ temporary folder of the demo's own (uploads, rendered results), removed when the
 """
 
 
-import atexit
 import errno
 import ipaddress
 import itertools
 import logging
 import os
-import shutil
 import signal
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +42,8 @@ from embedrl.demo.uploads import (
     UploadLimits,
     UploadRejected,
     check_image_upload,
+    delete_upload,
+    private_temp_folder,
     set_pil_limit,
 )
 
@@ -77,23 +76,10 @@ def _query_image_class(limits: UploadLimits):
             try:
                 return check_image_upload(payload.path, limits)
             except UploadRejected as e:
-                _delete_upload(payload.path)
+                delete_upload(payload.path)
                 return e
 
     return QueryImage
-
-
-def _delete_upload(path: str) -> None:
-    """Remove a refused upload (and the folder Gradio made for it) from Gradio's upload folder."""
-    from gradio.utils import get_upload_folder, is_in_or_equal
-
-    if not is_in_or_equal(path, get_upload_folder()):
-        return
-    Path(path).unlink(missing_ok=True)
-    try:
-        Path(path).parent.rmdir()
-    except OSError:
-        pass  # not empty, or already gone
 
 
 def _say_why_inputs_are_refused(demo) -> None:
@@ -361,17 +347,6 @@ def check_port(host: str, port: int) -> None:
     except OSError as e:
         hint = "pass --port with a free port" if e.errno == errno.EADDRINUSE else "check --host"
         raise EmbedrlError(f"cannot serve the demo on {host}:{port}: {e.strerror or e} ({hint})") from None
-
-
-def private_temp_folder() -> str | None:
-    """Give Gradio a temporary folder of this demo's own (uploads, rendered results), removed when the process
-    exits, so nothing a visitor uploaded outlives the demo; None when the user chose one (GRADIO_TEMP_DIR)."""
-    if os.environ.get("GRADIO_TEMP_DIR"):
-        return None
-    folder = tempfile.mkdtemp(prefix="embedrl-demo-")
-    os.environ["GRADIO_TEMP_DIR"] = folder
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
 
 
 def _stop_on_sigterm() -> None:

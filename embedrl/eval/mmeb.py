@@ -12,12 +12,11 @@ and compute every metric at 1, 5 and 10. Per dataset it writes, atomically,
 
 -- the layout of the MMEB-V2 harness's per-dataset files (TIGER-AI-Lab/VLM2Vec `eval.py`),
 written score-last so a score file only exists for a finished dataset. Each score file also
-records its `fingerprint`: the model (weights hash, id, backend, embedding format), the reasoner
-(id, weights hash, prompt version, modalities; when the dataset's T-CoT mode uses one), that mode,
-and a hash of the dataset's registry entry and files. A rerun skips every dataset whose score file
-has this run's fingerprint, so an interrupted run resumes where it stopped; one whose data changed
-is recomputed (and said so); a folder holding scores of another model, reasoner or mode is refused
-(`overwrite=True` recomputes them), so `results.json` never mixes runs. At the end
+records its `fingerprint` (`embedrl.eval.fingerprint`: model, reasoner, T-CoT mode, data). A rerun
+skips every dataset whose score file has this run's fingerprint, so an interrupted run resumes where
+it stopped; one whose data changed is recomputed (and said so); a folder holding scores of another
+model, reasoner or mode is refused (`overwrite=True` recomputes them), so `results.json` never mixes
+runs. At the end
 `OUT/results.json` holds the run in the MMEB-V2 leaderboard submission format
 (TIGER-AI-Lab/VLM2Vec `experiments/report_score_v2.py`): `metadata`, then
 `metrics` -> modality -> dataset -> metric dict. Absent datasets are listed in
@@ -31,8 +30,6 @@ cache). The reasoner is any object with `generate(items, role="query"|"target") 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import logging
 import os
 import time
@@ -48,8 +45,14 @@ from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import ensure_dir, read_json, write_json, write_jsonl
 from embedrl.core.tcot import TCOT_MODES, mode_covers, tcot_usage, warn_broken
 from embedrl.data.evalset import EvalTask, MissingData
-from embedrl.data.readers import needed_paths, read_task
+from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec, load_registry
+from embedrl.eval.fingerprint import (
+    check_earlier_scores,
+    data_fingerprint,
+    earlier_fingerprint,
+    run_fingerprint,
+)
 from embedrl.eval.metrics import (
     DEFAULT_KS,
     main_metric_value,
@@ -228,83 +231,6 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     return score, preds, timings
 
 
-def run_fingerprint(embedder: Embedder, reasoner: Reasoner | None, tcot_mode: str) -> dict[str, Any]:
-    """What made a dataset's scores, besides its data: the model, and the reasoner when `tcot_mode` uses one."""
-    model = {"id": str(getattr(embedder, "name_or_path", "") or type(embedder).__name__),
-             "hash": embedder.fingerprint(), "backend": getattr(embedder, "backend", ""),
-             "format": embedder.embedrl_config().get("format")}
-    used = None
-    if reasoner is not None and tcot_mode != "none":
-        key = getattr(reasoner, "cache_key", None)
-        rid, rhash, version = key if isinstance(key, tuple) and len(key) == 3 else (type(reasoner).__name__, None, None)
-        modalities = getattr(reasoner, "modalities", None)
-        used = {"id": rid, "hash": rhash, "prompt_version": version,
-                "modalities": list(modalities) if modalities is not None else None}
-    return {"model": model, "reasoner": used, "tcot_mode": tcot_mode}
-
-
-def data_fingerprint(spec: DatasetSpec, root: Path) -> str:
-    """A hash of a dataset's registry entry and of the files its reader reads (not its media)."""
-    h = hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode())
-    for path in needed_paths(spec, root):
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
-            h.update(str(f.relative_to(root)).encode())
-            with open(f, "rb") as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
-
-
-def _earlier_fingerprint(path: Path) -> dict[str, Any] | None:
-    score = read_json(path)
-    fingerprint = score.get("fingerprint") if isinstance(score, dict) else None
-    return fingerprint if isinstance(fingerprint, dict) else None
-
-
-def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Which parts of a run fingerprint differ (model ids alone do not: the same weights give the same scores)."""
-    if old is None:
-        return ["fingerprint (none recorded: written by an earlier embedrl, or not by it)"]
-    diff = []
-    old_model, new_model = old.get("model") or {}, new["model"]
-    for key in ("hash", "backend", "format"):
-        if old_model.get(key) != new_model.get(key):
-            diff.append(f"model {key} ({old_model.get('id')}: {old_model.get(key)}, now {new_model.get(key)})")
-    old_r, new_r = old.get("reasoner"), new["reasoner"]
-    if (old_r is None) != (new_r is None) or (new_r is not None and {k: v for k, v in old_r.items() if k != "id"}
-                                               != {k: v for k, v in new_r.items() if k != "id"}):
-        diff.append(f"reasoner ({(old_r or {}).get('id')}, now {(new_r or {}).get('id')})")
-    if old.get("tcot_mode") != new["tcot_mode"]:
-        diff.append(f"T-CoT mode ({old.get('tcot_mode')}, now {new['tcot_mode']})")
-    return diff
-
-
-def _check_earlier_scores(out: Path, all_specs: Sequence[DatasetSpec], wanted: dict[str, dict[str, Any]],
-                          overwrite: bool) -> None:
-    """Refuse (or, with `overwrite`, remove) score files in `out` made by another model, reasoner or T-CoT mode,
-    so `results.json` never mixes runs. `wanted`: each dataset's run fingerprint."""
-    stale = {}
-    for spec in all_specs:
-        path = score_path(out, spec)
-        if path.is_file():
-            diff = _differences(_earlier_fingerprint(path), wanted[spec.name])
-            if diff:
-                stale[spec.name] = diff
-    if not stale:
-        return
-    first, why = next(iter(stale.items()))
-    more = f" (and {len(stale) - 1} more dataset(s))" if len(stale) > 1 else ""
-    if not overwrite:
-        raise EmbedrlError(f"{out} holds scores of another run: {first} differs in {'; '.join(why)}{more}. Choose "
-                           "another --out, or pass --overwrite to recompute them")
-    for spec in all_specs:
-        if spec.name in stale:
-            logger.warning("%s: scores of another run (%s), removed (--overwrite)", spec.name, "; ".join(stale[spec.name]))
-            score_path(out, spec).unlink()
-            pred_path(out, spec).unlink(missing_ok=True)
-
-
 def check_inputs(registry: str | os.PathLike | Sequence[DatasetSpec], data_root: str | os.PathLike,
                  datasets: Sequence[str] | None = None) -> tuple[list[DatasetSpec], list[DatasetSpec]]:
     """(every dataset of the registry, those to run): what a run needs, checked before anything loads or is written."""
@@ -342,7 +268,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
     check_tcot_modes(tcot_mode, by_set, reasoner, [s.name for s in all_specs])
     wanted = {s.name: run_fingerprint(embedder, reasoner, by_set.get(s.name, tcot_mode)) for s in all_specs}
     out = ensure_dir(out)
-    _check_earlier_scores(out, all_specs, wanted, overwrite)
+    check_earlier_scores(out, {s.name: (score_path(out, s), pred_path(out, s)) for s in all_specs}, wanted, overwrite)
     run = RunResult(results={})
     for spec in specs:
         try:
@@ -350,7 +276,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         except OSError:
             data = None  # absent files: read_task reports the dataset as missing
         if score_path(out, spec).is_file():
-            if (_earlier_fingerprint(score_path(out, spec)) or {}).get("data") == data:
+            if (earlier_fingerprint(score_path(out, spec)) or {}).get("data") == data:
                 logger.info("%s: finished in an earlier run, skipped", spec.name)
                 run.resumed.append(spec.name)
                 continue
