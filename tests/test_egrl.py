@@ -370,14 +370,19 @@ def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(t
     assert "| Synth-CLS | query | 2 | 0% |" in capsys.readouterr().out
 
 
-def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
-                                                                 tmp_path):
+@pytest.mark.parametrize("reasoner_preset,embedder_preset", [
+    ("tiny_reasoner_dir", "tiny_clip_dir"),
+    # Qwen3-VL policy scored by a Qwen3-VL embedder in the embed-rl format (the paper's pairing)
+    ("tiny_qwen3vl_dir", "tiny_vlm_embedder_qwen3vl_dir")])
+def test_one_grpo_step_on_tiny_presets_survives_junk_generations(reasoner_preset, embedder_preset, synth_tiny_dir,
+                                                                 tmp_path, request):
     from embedrl.models.reasoner import load_reasoner
     from embedrl.train.egrl.config import build_egrl_config
     from embedrl.train.egrl.trainer import train_eg_rl
 
+    tiny_reasoner_dir, embedder_dir = (request.getfixturevalue(p) for p in (reasoner_preset, embedder_preset))
     config = build_egrl_config(None, [
-        f"reasoner={tiny_reasoner_dir}", f"embedder={tiny_clip_dir}", f"data_root={synth_tiny_dir}",
+        f"reasoner={tiny_reasoner_dir}", f"embedder={embedder_dir}", f"data_root={synth_tiny_dir}",
         f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"output_dir={tmp_path}", "max_steps=1",
         "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=16", "use_cpu=true",
         "logging_steps=1", "max_train_pairs=8"])

@@ -24,7 +24,6 @@ temporary folder of the demo's own (uploads, rendered results), removed when the
 
 
 import errno
-import ipaddress
 import itertools
 import logging
 import os
@@ -33,6 +32,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from embedrl.client import is_loopback
 from embedrl.core.errors import EmbedrlError
 from embedrl.demo import views
 from embedrl.demo.backend import MAX_K, DemoBackend, hit_label
@@ -321,7 +321,7 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
 
     limits: UploadLimits = getattr(demo, "embedrl_limits", UploadLimits())
     set_pil_limit(limits.max_pixels)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         logger.warning("serving on %s: the demo is reachable from other machines", host)
     if share:
         logger.warning("--share: Gradio will open a public link to this demo")
@@ -357,33 +357,24 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,
-                 tcot_cache: str | None = None) -> DemoBackend:
+                 tcot_cache: str | None = None, format: str | None = None) -> DemoBackend:
     """Load an index for the demo; its reasoner (the manifest's, or `reasoner`) is loaded now, not at the first query."""
     from embedrl.index.build import load_manifest
     from embedrl.index.search import Retriever
 
     manifest = load_manifest(index_dir)
     reasoner = reasoner or (manifest.get("reasoner") or {}).get("id")
-    return DemoBackend(Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache))
+    return DemoBackend(Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache, format=format))
 
 
 def launch(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            model: str | None = None, reasoner: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tcot_cache: str | None = None, block: bool = True):
+           tcot_cache: str | None = None, block: bool = True, format: str | None = None):
     """Load `index_dir` and serve the demo (blocks until interrupted, or SIGTERM, unless `block=False`)."""
     check_port(host, port)
-    backend = load_backend(index_dir, model, reasoner, tcot_cache)
+    backend = load_backend(index_dir, model, reasoner, tcot_cache, format)
     private_temp_folder()  # before the app is built: its components take the folder then
     if block:
         _stop_on_sigterm()

@@ -188,16 +188,19 @@ def check_tcot_modes(tcot_mode: str, by_set: Mapping[str, str] | None, reasoner:
 
 
 def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
-                  tcot_mode: str = "none", batch_size: int = 32,
-                  ks: Sequence[int] = DEFAULT_KS) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
-    """Encode, score and rank one task: (score dict, prediction rows, timings)."""
+                  tcot_mode: str = "none", batch_size: int = 32, ks: Sequence[int] = DEFAULT_KS,
+                  modality: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    """Encode, score and rank one task: (score dict, prediction rows, timings).
+
+    `modality` (the registry's) lets the embedder embed each side as its family's harness does
+    (`Embedder.eval_view`: e.g. candidates with the default instruction)."""
     check_tcot_modes(tcot_mode, None, reasoner)
     t0 = time.perf_counter()
     c_tcots = _tcots(reasoner, task.candidates, "target") if mode_covers(tcot_mode, "target") else None
-    c = embedder.encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
+    c = embedder.eval_view(modality, "target").encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
     t1 = time.perf_counter()
     q_tcots = _tcots(reasoner, task.queries, "query") if mode_covers(tcot_mode, "query") else None
-    q = embedder.encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
+    q = embedder.eval_view(modality, "query").encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
     t2 = time.perf_counter()
     top = max(max(ks), PRED_TOP)
     ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
@@ -291,7 +294,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
                     len(task.candidates), task.scope)
         score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
-                                              batch_size, ks)
+                                              batch_size, ks, modality=spec.modality)
         score["fingerprint"] = {**wanted[spec.name], "data": data}
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
@@ -352,7 +355,7 @@ def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Seque
         task = read_task(spec, data)
         task = task.head(max_queries) if max_queries else task
         score, preds, _ = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode), batch_size,
-                                        ks=(1,))
+                                        ks=(1,), modality=spec.modality)
         scores[spec.name] = 100 * score["hit@1"]
         hits[spec.name] = [int(query_metrics(p["prediction"], dict(zip(p["label"], p["rel_scores"])), (1,))["hit@1"])
                            for p in preds]

@@ -58,6 +58,9 @@ def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], e
         raise EmbedrlError(f"duplicates must be one of {', '.join(DUPLICATES)}, not {duplicates!r}")
     index_dir = Path(index_dir)
     manifest = load_manifest(index_dir)
+    if manifest.get("index_shards"):
+        raise EmbedrlError(f"{index_dir} is built in index shards; `index add` does not extend those yet: "
+                           "rebuild it over the whole corpus (`embedrl index build ... --overwrite`)")
     check_embedder(manifest, embedder, index_dir)
     if (manifest.get("reasoner") is None) != (reasoner is None) or (
             reasoner is not None and reasoner_info(reasoner) != manifest["reasoner"]):

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from embedrl.core.tcot import merge_usage, warn_broken
 from embedrl.core.tcot_cache import ReasonerLike, TCoTCache, reasoner_key
 from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
+from embedrl.index import sharded
 from embedrl.index.shards import (
     SHARDS_DIR,
     EncodedShard,
@@ -60,6 +62,7 @@ from embedrl.index.shards import (
 from embedrl.index.store import ItemStore
 
 if TYPE_CHECKING:
+    from embedrl.index.ray_engine import RayEngine
     from embedrl.models.base import Embedder
 
 logger = logging.getLogger(__name__)
@@ -133,7 +136,8 @@ def _digest(plan: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state) -> dict | None:
+def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state,
+             index_shards: int = 1) -> dict | None:
     """Check/record the build plan; returns the existing manifest when there is nothing to do.
 
     Every rank checks the plan on disk (so all fail together); rank 0 cleans up and writes it.
@@ -167,6 +171,10 @@ def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bo
         logger.info("re-indexing the kept shards as %s (the current index stays until the new one is complete)",
                     factory)
         return None
+    if index_shards != len(manifest.get("index_shards") or [None]):
+        logger.info("re-indexing the kept shards in %d index shard(s) (the current index stays until the new one "
+                    "is complete)", index_shards)
+        return None
     return manifest
 
 
@@ -183,10 +191,14 @@ def _sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
 
 def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item_of: Callable[[int], dict],
                  fields_of: Callable[[int], dict], factory: str | None = None, gpu: bool = False,
-                 max_bytes: int | None = None, added_until: int = 0,
-                 names: tuple[str, str] = (INDEX_FILE, STORE_FILE)) -> dict[str, Any]:
+                 max_bytes: int | None = None, added_until: int = 0, stamp: str | None = None,
+                 index_shards: int = 1) -> dict[str, Any]:
     """Train/fill the FAISS index from all shards (and the rows `add` appended before row `added_until`),
-    write index + store (as `names`) + report; returns the manifest's index part."""
+    write index + store + report; returns the manifest's index part.
+
+    `stamp`: write the files under new names (`index.STAMP.faiss`, ...), beside an index being replaced.
+    `index_shards` > 1: the index is written in that many parts trained once (`embedrl.index.sharded`).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -226,24 +238,37 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
                 parts.append(vectors(i)[local])
         train = np.concatenate(parts)
     t0 = time.perf_counter()
-    chunks = (vectors(i) for i in tqdm(range(len(sizes)), desc="indexing", unit="shard", disable=None))
-    index = fx.build(factory, dim, train, chunks, gpu=gpu)
-    index_seconds = time.perf_counter() - t0
-    params = fx.default_search_params(index)
-    index_file, store_file = names
-    fx.write_index(index, out / index_file)
+    def rows_of(i: int) -> tuple[list[dict], list, list[dict]]:
+        if i < count_shards:
+            meta = metas[i]
+            return [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]]
+        meta = added[i - count_shards][0]
+        return meta["items"], meta["tcots"], meta["fields"]
 
-    tmp_store = out / f".{store_file}.tmp-{os.getpid()}"
-    tmp_store.unlink(missing_ok=True)
-    with ItemStore(tmp_store) as store:
-        row = 0
-        for meta in metas:
-            store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
-            row += len(meta["rows"])
-        for meta, _ in added:
-            store.put_many(row, meta["items"], meta["tcots"], meta["fields"])
-            row += len(meta["items"])
-    os.replace(tmp_store, out / store_file)
+    suffix = f".{stamp}" if stamp else ""
+    if index_shards > 1:
+        trained = fx.build(factory, dim, train, (), gpu=gpu)
+        params = fx.default_search_params(trained)
+        files: dict[str, Any] = {"index_shards": sharded.write_parts(
+            out, trained, sharded.group_shards(sizes, index_shards), vectors, rows_of, gpu,
+            folder=sharded.PARTS_DIR + suffix)}
+        index_seconds = time.perf_counter() - t0
+    else:
+        chunks = (vectors(i) for i in tqdm(range(len(sizes)), desc="indexing", unit="shard", disable=None))
+        index = fx.build(factory, dim, train, chunks, gpu=gpu)
+        index_seconds = time.perf_counter() - t0
+        params = fx.default_search_params(index)
+        files = {"index_file": f"index{suffix}.faiss", "store_file": f"store{suffix}.sqlite"}
+        fx.write_index(index, out / files["index_file"])
+        tmp_store = out / f".{files['store_file']}.tmp-{os.getpid()}"
+        tmp_store.unlink(missing_ok=True)
+        with ItemStore(tmp_store) as store:
+            row = 0
+            for i in range(len(sizes)):
+                items, tcots, fields = rows_of(i)
+                store.put_many(row, items, tcots, fields)
+                row += len(items)
+        os.replace(tmp_store, out / files["store_file"])
 
     stats = [m.get("stats", {}) for m in metas] + [a.get("stats", {}) for a, _ in added]
     report.update({
@@ -261,13 +286,12 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
     if skipped:
         logger.warning("%d item(s) skipped, listed in %s", len(skipped), out / REPORT_FILE)
     return {"dim": dim, "metric": METRIC, "normalized": True, "factory": factory, "factory_reason": reason,
-            "search_params": params, "count": total, "skipped": len(skipped), "index_file": index_file,
-            "store_file": store_file}
+            "search_params": params, "count": total, "skipped": len(skipped), **files}
 
 
 def embedder_info(embedder: Embedder) -> dict[str, Any]:
     return {"id": str(embedder.name_or_path), "backend": embedder.backend, "fingerprint": embedder.fingerprint(),
-            "dim": int(embedder.dim)}
+            "dim": int(embedder.dim), "format": embedder.embedrl_config().get("format")}
 
 
 def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
@@ -277,23 +301,27 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
     info = {"id": rid, "hash": rhash, "prompt_version": version}
     if getattr(reasoner, "modalities", None) is not None:
         info["modalities"] = list(reasoner.modalities)
+    if getattr(reasoner, "prompt_set", None) is not None:
+        info["prompt_set"] = reasoner.prompt_set.name
     return info
 
 
 def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int, manifest_head: dict[str, Any],
          item_of: Callable[[int], dict], fields_of: Callable[[int], dict], factory: str | None, shard_size: int,
-         gpu: bool, overwrite: bool, max_bytes: int | None, state) -> dict[str, Any]:
+         gpu: bool, overwrite: bool, max_bytes: int | None, state, index_shards: int = 1,
+         encode_all: Callable[[], dict[str, int]] | None = None) -> dict[str, Any]:
     if shard_size < 1:
         raise EmbedrlError("shard size must be at least 1")
     if gpu:
         fx.require_gpu()
     if factory is not None:
         fx.new_index(factory, dim)  # a bad factory string fails now, not after hours of encoding
-    done = _prepare(out, plan, factory, overwrite, state)
+    done = _prepare(out, plan, factory, overwrite, state, index_shards)
     if done is not None:
         logger.info("%s is already a complete index (%d vectors); nothing to do", out, done.get("count", 0))
         return done
-    counts = encode_shards(out, n, shard_size, encode, state.process_index, state.num_processes)
+    counts = encode_all() if encode_all else encode_shards(out, n, shard_size, encode, state.process_index,
+                                                           state.num_processes)
     logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
     state.wait_for_everyone()
     if state.is_main_process:
@@ -301,9 +329,9 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
         same_plan = previous is not None and previous.get("plan", _digest(plan)) == _digest(plan)
         # a rebuild keeps what `add` appended to the same build, and writes beside the index it replaces
         added_until = int(previous["count"]) if same_plan else 0
-        stamp = uuid.uuid4().hex[:8]
-        names = (INDEX_FILE, STORE_FILE) if previous is None else (f"index.{stamp}.faiss", f"store.{stamp}.sqlite")
-        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, added_until, names)
+        stamp = None if previous is None else uuid.uuid4().hex[:8]
+        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, added_until,
+                            stamp, index_shards)
         manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "plan": _digest(plan), "versions": versions(),
                     "created": now()}
         write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is this index
@@ -315,30 +343,37 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
 
 
 def remove_unused(out: Path, manifest: dict[str, Any]) -> None:
-    """Index and store files the manifest no longer names (the index a rebuild or an add replaced)."""
-    keep = {manifest["index_file"], manifest["store_file"]}
+    """Index and store files (and index-shard folders) the manifest no longer names: the index a rebuild or an
+    add replaced."""
+    keep = {manifest.get("index_file"), manifest.get("store_file")}
+    keep_parts = {Path(p["index"]).parent.name for p in manifest.get("index_shards") or []}
     for path in [*out.glob("index*.faiss"), *out.glob("store*.sqlite")]:
         if path.name not in keep:
             for stale in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
                 stale.unlink(missing_ok=True)
+    for folder in out.glob(f"{sharded.PARTS_DIR}*"):
+        if folder.is_dir() and folder.name not in keep_parts:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str | os.PathLike,
                 reasoner: ReasonerLike | None = None, factory: str | None = None,
                 shard_size: int = SHARD_SIZE, gpu: bool = False, cache: TCoTCache | str | os.PathLike | None = None,
                 batch_size: int = 32, overwrite: bool = False, max_bytes: int | None = None,
-                distributed: bool = True) -> dict[str, Any]:
+                distributed: bool = True, index_shards: int = 1, engine: RayEngine | None = None) -> dict[str, Any]:
     """Build (or resume building) an index of `corpus` in `out`; returns the manifest.
 
     `corpus`: a `Corpus` or a spec for `read_corpus`. `factory`: a FAISS factory string, or
     None to choose from size and dimension. `cache`: the T-CoT cache (path or object;
     default: the shared one). `distributed`: use accelerate's process state, so under
-    `accelerate launch` the ranks share the work.
+    `accelerate launch` the ranks share the work. `index_shards`: write the FAISS index in
+    that many parts (`embedrl.index.sharded`). `engine`: encode the shards on a Ray cluster
+    (`embedrl.index.ray_engine.RayEngine`) instead of in this process.
     """
     if not isinstance(corpus, Corpus):
         corpus = read_corpus(corpus)
     out = Path(out)
-    state = process_state() if distributed else _SingleProcess()
+    state = process_state() if distributed and engine is None else _SingleProcess()
     if reasoner is not None and not isinstance(cache, TCoTCache):
         cache = TCoTCache(cache)
     info = embedder_info(embedder)
@@ -347,15 +382,17 @@ def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str
             "reasoner": reasoner_info(reasoner)}
     head = {"embedder": info, "reasoner": reasoner_info(reasoner), "corpus": corpus.describe()}
     encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
+    encode_all = None if engine is None else (
+        lambda: engine.encode_shards(out, corpus, shard_size, embedder, reasoner, cache, batch_size))
     return _run(out, len(corpus), plan, encode, info["dim"], head,
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, overwrite, max_bytes, state)
+                gpu, overwrite, max_bytes, state, index_shards, encode_all)
 
 
 def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Sequence[Item] | None = None,
                        fields: Sequence[dict] | None = None, factory: str | None = None,
                        shard_size: int = SHARD_SIZE * 16, gpu: bool = False, overwrite: bool = False, max_bytes: int | None = None,
-                       embedder: dict[str, Any] | None = None) -> dict[str, Any]:
+                       embedder: dict[str, Any] | None = None, index_shards: int = 1) -> dict[str, Any]:
     """Index precomputed embeddings (rows of `vectors`), resumable like `build_index`.
 
     `items`/`fields` describe the rows for the store (default: ids "0", "1", ...);
@@ -380,15 +417,23 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
     return _run(Path(out), len(vectors), plan, encode, dim, {"embedder": info, "reasoner": None,
                 "corpus": {"source": "vectors", "kind": "vectors", "count": len(vectors)}},
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, overwrite, max_bytes, _SingleProcess())
+                gpu, overwrite, max_bytes, _SingleProcess(), index_shards)
 
 
-def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:
-    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with."""
+def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike,
+                   fingerprint: str | None = None) -> None:
+    """Refuse an embedder whose weights hash, dimension or embedding format differ from the index's.
+
+    `fingerprint`: the embedder's, when already computed (a server checks each index it reloads)."""
     want = manifest.get("embedder") or {}
-    fingerprint, dim = embedder.fingerprint(), int(embedder.dim)
+    fingerprint, dim = fingerprint or embedder.fingerprint(), int(embedder.dim)
     if want.get("fingerprint") not in (None, fingerprint) or int(manifest.get("dim", dim)) != dim:
         raise EmbedrlError(
             f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "
             f"{index_dir}, built with {want.get('id')} (hash {want.get('fingerprint')}, dim {manifest.get('dim')}); "
             "use that model or rebuild the index")
+    fmt = embedder.embedrl_config().get("format")
+    if want.get("format") not in (None, fmt):  # same weights, another input layout: other vectors
+        raise EmbedrlError(f"the index {index_dir} was built in the {want['format']} embedding format, not {fmt}; "
+                           f"load the model with --format {want['format']} or rebuild the index")
+

@@ -9,9 +9,7 @@ tiny preset to.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,24 +56,26 @@ class HFDiscriminator:
 
 
 class OpenAIDiscriminator:
-    """An OpenAI-compatible `/chat/completions` endpoint (vLLM, TGI, llama.cpp server, ...)."""
+    """An OpenAI-compatible `/chat/completions` endpoint (vLLM, TGI, llama.cpp server, `embedrl serve`, ...).
+
+    Calls are retried with backoff (`embedrl.client.Endpoint`); a dead endpoint fails the run."""
 
     def __init__(self, base_url: str, model: str, timeout: float = 60.0):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        from embedrl.client import Endpoint
+
+        self.endpoint = Endpoint(base_url, timeout=timeout, what="discriminator endpoint")
         self.model = model
-        self.timeout = timeout
 
     def choose(self, prompts: Sequence[str], n_candidates: Sequence[int]) -> list[int | None]:
         out = []
         for prompt, n in zip(prompts, n_candidates):
-            body = json.dumps({"model": self.model, "max_tokens": 4, "temperature": 0,
-                               "messages": [{"role": "user", "content": prompt}]}).encode()
-            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+            reply = self.endpoint.post("/v1/chat/completions", {
+                "model": self.model, "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": prompt}]})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = json.load(response)["choices"][0]["message"]["content"]
-            except (OSError, KeyError, ValueError) as e:
-                raise EmbedrlError(f"discriminator endpoint {self.url} failed: {e}") from e
+                answer = reply["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError) as e:
+                raise EmbedrlError(f"discriminator endpoint {self.endpoint.root} answered without a choice: {e}") from e
             out.append(parse_choice(answer or "", n))
         return out
 
