@@ -47,7 +47,7 @@ def data_fingerprint(spec: DatasetSpec, root: Path) -> str:
     for path in needed_paths(spec, root):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            h.update(str(f.relative_to(root)).encode())
+            h.update(str(f.relative_to(root) if f.is_relative_to(root) else f).encode())
             with open(f, "rb") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
                     h.update(chunk)

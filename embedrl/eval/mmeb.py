@@ -245,12 +245,14 @@ def check_inputs(registry: str | os.PathLike | Sequence[DatasetSpec], data_root:
 
 
 def leaderboard_json(specs: Sequence[DatasetSpec], out: Path, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Collect the finished score files under `out` into the leaderboard submission format."""
+    """Collect the finished score files under `out` into the leaderboard submission format (their
+    fingerprints stay in the score files)."""
     metrics: dict[str, dict[str, Any]] = {}
     for spec in specs:
         path = score_path(out, spec)
         if path.is_file():
-            metrics.setdefault(spec.modality, {})[spec.name] = read_json(path)
+            score = {k: v for k, v in read_json(path).items() if k != "fingerprint"}
+            metrics.setdefault(spec.modality, {})[spec.name] = score
     return {"metadata": metadata, "metrics": metrics}
 
 
