@@ -18,9 +18,10 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import Item
+from embedrl.core.items import Item, json_type
 from embedrl.data.media import MediaRoot, sample_frames  # noqa: F401 - sample_frames: part of this API
 from embedrl.data.registry import DatasetSpec
 
@@ -105,6 +106,13 @@ def num_frames_of(spec: DatasetSpec) -> int:
     return int(spec.num_frames or DEFAULT_NUM_FRAMES)
 
 
+def _media_path(rel: Any) -> str:
+    """A row's media path; anything but a string (a list, a number) is the row's error, not a file name."""
+    if not isinstance(rel, str):
+        raise EmbedrlError(f"a media path must be a string, not {json_type(rel)} ({rel!r:.40})")
+    return rel
+
+
 class Media:
     """A reader's access to media: images and sampled frames, `Absent` naming where it looked."""
 
@@ -117,7 +125,7 @@ class Media:
     def image(self, rel) -> object | None:
         if not rel:
             return None
-        found = self.root.image(rel)
+        found = self.root.image(_media_path(rel))
         if found is None:
             self.absent.add(self.root.where(rel))
             self.kinds["images"].add(str(rel))
@@ -127,7 +135,7 @@ class Media:
     def frames(self, rel) -> list | None:
         if not rel:
             return None
-        found = self.root.frames(rel, self.num_frames)
+        found = self.root.frames(_media_path(rel), self.num_frames)
         if found is None:
             self.absent.add(self.root.where(rel))
             self.kinds["videos"].add(str(rel))

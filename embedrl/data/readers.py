@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import iter_jsonl
+from embedrl.core.io import iter_jsonl, read_text
 from embedrl.core.items import Item, strip_placeholders
 from embedrl.data.evalset import EvalTask, Media, MissingData, TaskBuilder, as_list, num_frames_of
 from embedrl.data.media import media_root
@@ -222,20 +222,21 @@ def add_qrel(qrels: dict[str, dict[str, float]], qid: str, cid: str, score: floa
 def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     """query-id -> {corpus-id: score} from a TSV (query-id, corpus-id, score; header allowed)."""
     qrels: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(parts) < 3:
-                raise EmbedrlError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
-            try:
-                score = float(parts[-1])
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise EmbedrlError(f"{path}:{lineno}: score {parts[-1]!r} is not a number") from None
-            add_qrel(qrels, parts[0], parts[1], score)
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):  # UTF-8 checked, naming the line
+        parts = line.split("\t")
+        if not line.strip():
+            continue
+        if len(parts) < 3:
+            raise EmbedrlError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
+        try:
+            score = float(parts[-1])
+        except ValueError:
+            if lineno == 1:
+                continue  # header
+            raise EmbedrlError(f"{path}:{lineno}: score {parts[-1]!r} is not a number") from None
+        if score != score:
+            raise EmbedrlError(f"{path}:{lineno}: score is NaN")
+        add_qrel(qrels, parts[0], parts[1], score)
     return qrels
 
 
