@@ -36,7 +36,7 @@ def cmd_demo(args) -> int:
 
     if args.concurrency < 1:
         raise EmbedrlError("--concurrency must be at least 1")
-    if args.max_upload_mb <= 0 or args.max_pixels < 1:
+    if not args.max_upload_mb > 0 or args.max_pixels < 1:  # (not > 0: NaN too)
         raise EmbedrlError("--max-upload-mb and --max-pixels must be positive")
     if not 0 < args.port < 65536:
         raise EmbedrlError(f"--port {args.port} is not a TCP port")

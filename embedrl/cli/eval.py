@@ -44,6 +44,9 @@ def register(sub) -> None:
         p.add_argument("--reasoner-backend", choices=("hf", "vllm"), default="hf",
                        help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
+        p.add_argument("--overwrite", action="store_true",
+                       help="recompute scores in --out made by another model, reasoner or T-CoT mode (refused "
+                            "otherwise, so results.json never mixes runs)")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
 
@@ -89,7 +92,7 @@ def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from embedrl.eval.mmeb import evaluate
+    from embedrl.eval.mmeb import check_inputs, check_tcot_modes, evaluate
     from embedrl.eval.report import report
     from embedrl.models.base import load_embedder
 
@@ -100,6 +103,9 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
+    all_specs, _ = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
+    check_tcot_modes(args.tcot, by_set, args.reasoner, [s.name for s in all_specs])
+    print_data_summary(args.registry, args.datasets, args.data_root)
     embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
@@ -109,9 +115,12 @@ def cmd_run(args) -> int:
                 if args.reasoner else None)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
-                   metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")})
+                   metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")},
+                   overwrite=args.overwrite)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
+    for name, reason in run.recomputed.items():
+        print(f"  recomputed {name}: {reason}")
     for _name, reason in run.missing.items():
         print(f"  missing: {reason}")
     if run.timings:
@@ -122,6 +131,16 @@ def cmd_run(args) -> int:
         md, _ = report([args.out], registry=args.registry, with_baselines=False)
         print(md)
     return 0
+
+
+def print_data_summary(registry: str, datasets: list[str] | None, root: str) -> None:
+    """What of the registry's data is on disk (as `embedrl data check` prints it), before a run starts."""
+    from embedrl.data.check import check_datasets, format_summary
+    from embedrl.eval.mmeb import load_specs
+
+    if not Path(root).is_dir():
+        raise EmbedrlError(f"data root {root} is not a directory")
+    print(format_summary(check_datasets(load_specs(registry, datasets), root), f"data under {root}"), flush=True)
 
 
 def cmd_report(args) -> int:

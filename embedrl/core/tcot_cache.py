@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import ensure_dir
+from embedrl.core.io import database_write_failed, ensure_dir
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 
@@ -147,9 +147,12 @@ class TCoTCache:
         for key, value in entries:
             text, valid, reason = _to_row(value)
             rows.append((*key, text, valid, reason, now))
-        with self._conn:  # one transaction
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("INSERT OR REPLACE INTO tcot VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        try:
+            with self._conn:  # one transaction
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany("INSERT OR REPLACE INTO tcot VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.OperationalError as e:  # a full disk, a read-only folder
+            raise database_write_failed(self.path, e) from e
         return len(rows)
 
     def keys_for(self, items: Sequence[Item], role: str, reasoner: ReasonerLike) -> list[CacheKey]:
