@@ -136,7 +136,7 @@ def _gpu(commands) -> None:
                                         "the CPU at toy sizes, to check the script without a GPU.")
     p.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the paths, not the speed")
     p.add_argument("--arch", nargs="+", choices=list(_archs()), metavar="NAME", help="architectures (default: all)")
-    p.add_argument("--n", type=int, default=512, help="items per encode set (default 512)")
+    p.add_argument("--n", type=int, default=256, help="items per encode set (default 256: 4 batches of 64)")
     p.add_argument("--batch-size", type=int, default=64, help="encode batch (default 64)")
     p.add_argument("--faiss-n", type=int, default=500_000, help="database vectors (default 500000)")
     p.add_argument("--dim", type=int, default=768, help="vector dimension (default 768)")

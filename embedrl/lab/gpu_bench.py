@@ -27,7 +27,7 @@ from embedrl.lab.archs import ARCHS
 logger = logging.getLogger(__name__)
 
 
-def run_gpu_bench(dry_run: bool = False, archs: list[str] | None = None, n: int = 512, batch_size: int = 64,
+def run_gpu_bench(dry_run: bool = False, archs: list[str] | None = None, n: int = 256, batch_size: int = 64,
                   faiss_n: int = 500_000, dim: int = 768, nq: int = 1000, k: int = 10, rl_steps: int = 3,
                   reasoner: str | None = None, embedder: str | None = None) -> dict[str, Any]:
     import torch
@@ -64,7 +64,7 @@ def _encode(archs, data: Path, tmp: Path, n: int, batch_size: int, device: str, 
         start = time.perf_counter()
         embedder = build_arch(arch, depth=1 if dry_run else None, device=device)
         logger.info("bench gpu: %s built in %.1fs", arch, time.perf_counter() - start)
-        rows += run_encode_bench([embedder], sets, batch_size, repeats=1 if dry_run else 3)
+        rows += run_encode_bench([embedder], sets, batch_size, repeats=1 if dry_run else 2)
         del embedder
         gc.collect()
         if torch.cuda.is_available():
