@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from embedrl.cli import add_rerank_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="interactive retrieval demo (Gradio) over an index",
@@ -20,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="largest accepted image in pixels, checked before decoding (default 16M)")
+    add_rerank_args(p, "the query reasoner")
     p.set_defaults(func=cmd_demo)
 
 
@@ -31,9 +34,12 @@ def cmd_demo(args) -> int:
         raise EmbedrlError("--concurrency must be at least 1")
     if args.max_upload_mb <= 0 or args.max_pixels < 1:
         raise EmbedrlError("--max-upload-mb and --max-pixels must be positive")
+    if args.rerank_k < 1:
+        raise EmbedrlError("--rerank-k must be at least 1")
     if not 0 < args.port < 65536:
         raise EmbedrlError(f"--port {args.port} is not a TCP port")
     launch(args.index, host=args.host, port=args.port, share=args.share, model=args.model,
            reasoner=args.reasoner, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
-           max_pixels=args.max_pixels, tcot_cache=args.tcot_cache)
+           max_pixels=args.max_pixels, tcot_cache=args.tcot_cache, rerank=args.rerank, rerank_k=args.rerank_k,
+           rerank_model=args.rerank_model, rerank_options=args.rerank_option)
     return 0

@@ -2,6 +2,7 @@
 
     embedrl eval mmeb --model M --data-root D --out O [--registry mmeb_v2|PATH] [--datasets A B]
                       [--reasoner R --tcot none|query|target|both] [--tcot-set NAME=MODE ...]
+                      [--rerank lcr|yes-prob --rerank-k K --rerank-model SPEC --rerank-option KEY=VALUE]
     embedrl eval uvrb --model M --data-root D --out O          (registry uvrb)
     embedrl eval report O [OTHER.json ...] [--registry R] [--plot P | --no-plot] [--per-dataset]
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrl.cli import add_group
+from embedrl.cli import add_group, add_rerank_args, load_rerank_args
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import TCOT_MODES
 
@@ -38,6 +39,7 @@ def register(sub) -> None:
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
+        add_rerank_args(p, "the --reasoner")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
 
@@ -98,9 +100,10 @@ def cmd_run(args) -> int:
 
     # cache=True: target T-CoTs are shared with indexing and training
     reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
+    reranker = load_rerank_args(args, reasoner)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
-                   metadata={"model_name": args.model})
+                   metadata={"model_name": args.model}, reranker=reranker, rerank_k=args.rerank_k)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
     for _name, reason in run.missing.items():
@@ -109,10 +112,25 @@ def cmd_run(args) -> int:
         q = sum(t["encode_queries_s"] for t in run.timings.values())
         c = sum(t["encode_candidates_s"] for t in run.timings.values())
         print(f"  encode time: queries {q:.1f} s, candidates {c:.1f} s")
+    if reranker is not None:
+        print_rerank_summary(args.out, run.results)
     if not args.no_report and (run.computed or run.resumed):
         md, _ = report([args.out], registry=args.registry, with_baselines=False)
         print(md)
     return 0
+
+
+def print_rerank_summary(out: str, results: dict) -> None:
+    """Per dataset: its main metric before and after reranking, and the reranker's cost."""
+    main = results["metadata"]["main_metrics"]
+    for sets in results["metrics"].values():
+        for name, score in sets.items():
+            cost = score.get("rerank")
+            if cost:
+                metric = main[name]
+                print(f"  {name}: {metric} {100 * score['first_stage'][metric]:.1f} -> {100 * score[metric]:.1f} "
+                      f"after {cost['name']}@{cost['k']} ({cost['reordered']} of {score['num_data']} queries reordered); "
+                      f"{cost['seconds_per_query']:.3f} s a query, {cost['cost_ratio']:.1f}x the first stage's")
 
 
 def cmd_report(args) -> int:

@@ -21,6 +21,11 @@ dataset whose score file exists, so an interrupted run resumes where it stopped.
 T-CoT modes: "none" encodes items as they are; "query" asks the reasoner for the queries'
 T-CoTs; "both" also for the candidates (a reasoner is expected to serve targets from its
 cache). The reasoner is any object with `generate(items, role="query"|"target") -> list[TCoT]`.
+
+Reranking (`reranker=`, `rerank_k=`; `embedrl.rerank`): each query's top k are reordered before the
+metrics; the score file then also holds the first stage's metrics (`first_stage`) and the cost
+(`rerank`: seconds per query, and its ratio to the first stage's: query encoding, T-CoT included,
+and ranking), the prediction rows the first stage's top ids and the reranker's scores.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
     from embedrl.core.items import Item
     from embedrl.core.tcot import TCoT
     from embedrl.models.base import Embedder
+    from embedrl.rerank.base import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +182,25 @@ def check_tcot_modes(tcot_mode: str, by_set: Mapping[str, str] | None, reasoner:
                            f"(its sets: {', '.join(set_names)})")
 
 
+def rerank_task(reranker: Reranker, task: EvalTask, ranked: list[np.ndarray], scores: list[np.ndarray],
+                k: int) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+    """Each query's top k candidates in the reranker's order (indices, first-stage scores), and what the
+    reranker said about each query."""
+    from embedrl.rerank.base import rerank_lists
+
+    lists = [list(zip(r.tolist(), s.tolist())) for r, s in zip(ranked, scores)]
+    reordered, said = rerank_lists(reranker, task.queries, lists, k, item_of=lambda e: task.candidates[e[0]],
+                                   score_of=lambda e: e[1], show_progress=True)
+    return ([np.array([i for i, _ in entries], dtype=np.int64) for entries in reordered],
+            [np.array([s for _, s in entries]) for entries in reordered], said)
+
+
 def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
-                  tcot_mode: str = "none", batch_size: int = 32,
-                  ks: Sequence[int] = DEFAULT_KS) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
-    """Encode, score and rank one task: (score dict, prediction rows, timings)."""
+                  tcot_mode: str = "none", batch_size: int = 32, ks: Sequence[int] = DEFAULT_KS,
+                  reranker: Reranker | None = None, rerank_k: int = 10
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    """Encode, score and rank one task (its top `rerank_k` reordered by `reranker`): (score dict,
+    prediction rows, timings)."""
     check_tcot_modes(tcot_mode, None, reasoner)
     t0 = time.perf_counter()
     c_tcots = _tcots(reasoner, task.candidates, "target") if mode_covers(tcot_mode, "target") else None
@@ -188,13 +209,17 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     q_tcots = _tcots(reasoner, task.queries, "query") if mode_covers(tcot_mode, "query") else None
     q = embedder.encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
     t2 = time.perf_counter()
-    top = max(max(ks), PRED_TOP)
+    top = max(max(ks), PRED_TOP, rerank_k if reranker is not None else 0)
     ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
-    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
     t3 = time.perf_counter()
+    first_stage, said = ranked, None
+    if reranker is not None:
+        ranked, scores, said = rerank_task(reranker, task, ranked, scores, rerank_k)
+    t4 = time.perf_counter()
+    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
     cids = task.candidate_ids
     preds = []
-    for qid, r, s, rel in zip(task.query_ids, ranked, scores, task.relevance, strict=True):
+    for n, (qid, r, s, rel) in enumerate(zip(task.query_ids, ranked, scores, task.relevance, strict=True)):
         label = sorted(rel, key=lambda i: (-rel[i], i))
         preds.append({
             "qid": qid,
@@ -203,20 +228,34 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
             "label": [cids[i] for i in label],
             "rel_scores": [rel[i] for i in label],
         })
+        if said is not None:  # the first stage's top, and the reranker's scores for its top k in that order
+            preds[-1].update(first_stage=[cids[i] for i in first_stage[n][:PRED_TOP]],
+                             rerank_scores=said[n].scores, rerank_detail=said[n].detail)
     score = mean_metrics(per_query, ks)
     score.update({
         "num_pred": len(preds), "num_data": len(task.queries), "num_candidates": len(task.candidates),
         "tied_at_1": tied,
     })
+    timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
+               "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
+               "candidates_per_s": len(task.candidates) / max(t1 - t0, 1e-9)}
+    if said is not None:
+        timings["rerank_s"] = t4 - t3
+        first_s = (t3 - t1) / max(1, len(task.queries))  # per query: its T-CoT, encoding and ranking
+        score["first_stage"] = mean_metrics([query_metrics(list(r), rel, ks)
+                                             for r, rel in zip(first_stage, task.relevance, strict=True)], ks)
+        score["rerank"] = {"name": getattr(reranker, "name", type(reranker).__name__), "k": rerank_k,
+                           "seconds_per_query": (t4 - t3) / max(1, len(task.queries)),
+                           "first_stage_seconds_per_query": first_s,
+                           "cost_ratio": (t4 - t3) / max(1, len(task.queries)) / max(first_s, 1e-9),
+                           "reordered": sum(r.order != sorted(r.order) for r in said),
+                           "kept": sum(bool(r.detail.get("kept")) for r in said)}
     for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
         if tcots is not None:
             score[f"{role}_tcots"] = usage = tcot_usage(items, tcots)
             warn_broken(usage, f"{task.name}: {role} T-CoTs")
     if task.notes:
         score["notes"] = list(task.notes)
-    timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
-               "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
-               "candidates_per_s": len(task.candidates) / max(t1 - t0, 1e-9)}
     return score, preds, timings
 
 
@@ -234,7 +273,8 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
              data_root: str | os.PathLike, out: str | os.PathLike, datasets: Sequence[str] | None = None,
              reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 32,
              ks: Sequence[int] = DEFAULT_KS, metadata: dict[str, Any] | None = None,
-             crash_after: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None) -> RunResult:
+             crash_after: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None,
+             reranker: Reranker | None = None, rerank_k: int = 10) -> RunResult:
     """Evaluate `embedder` on every dataset of `registry` found under `data_root`; resumable.
 
     `tcot_mode_by_set` gives some datasets a T-CoT mode of their own (e.g. queries raw where the
@@ -264,7 +304,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
                     len(task.candidates), task.scope)
         score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
-                                              batch_size, ks)
+                                              batch_size, ks, reranker, rerank_k)
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
         run.computed.append(spec.name)
@@ -281,6 +321,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         "registry": _registry_label(registry),
         "tcot_mode": tcot_mode,
         **({"tcot_mode_by_set": by_set} if by_set else {}),
+        **({"rerank": {"name": reranker.name, "k": rerank_k}} if reranker is not None else {}),
         "main_metrics": {s.name: s.metric for s in all_specs},
         "categories": {s.name: s.category for s in all_specs},
         "missing": run.missing,
