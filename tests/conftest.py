@@ -38,4 +38,3 @@ def synth_tiny_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "tiny"
     generate_benchmark(out, seed=0, size="tiny")
     return out
-
