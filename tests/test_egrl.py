@@ -357,6 +357,11 @@ def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(t
     # the untrained preset writes no usable T-CoT: its rollouts earn no more than the annotated one
     assert all(row["usable"] == 0 and row["annotation_rank"] == 1 for row in found.values())
     assert "| Synth-CLS | query | 2 | 0% |" in capsys.readouterr().out
+    # the FLIP reward through the same script: a frozen copy of the reasoner infers, no embedder needed
+    found = script.main(["--reward", "flip", "--reasoner", str(tiny_reasoner_dir), "--data", str(synth_tiny_dir),
+                         "--prompts", "1", "--generations", "2", "--modalities", "image"])
+    assert all(row["usable"] == 0 and row["annotation_rank"] == 1 and row["spread"] >= 0 for row in found.values())
+    assert "the flip reward does not tell" in capsys.readouterr().out
 
 
 def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,

@@ -273,3 +273,20 @@ def test_ablation_scores_each_first_stage_alone_and_reranked_on_the_same_queries
     assert set(row["per_set"]) == {"Synth-I2T", "Synth-VideoRet"} and row["cost"]["seconds_per_query"] > 0
     assert 0 < row["cost"]["reordered_share"] <= 1
     assert "| yes-prob | (a) raw input |" in (out / "ablation.md").read_text()
+
+
+def test_bench_rerank_times_each_reranker_against_the_first_stage(tiny_clip_dir, tiny_reasoner_dir, synth_tiny_dir,
+                                                                  tmp_path, capsys):
+    from embedrl.cli import main
+
+    assert main(["-q", "bench", "rerank", "--model", str(tiny_clip_dir), "--data", str(synth_tiny_dir),
+                 "--reasoner", str(tiny_reasoner_dir), "--rerank", "yes-prob", "lcr", "--rerank-option",
+                 "lcr:samples=2", "--rerank-option", "lcr:max_new_tokens=4", "--queries", "2",
+                 "--datasets", "Synth-CLS", "--json", str(tmp_path / "bench.json")]) == 0
+    assert "| set | queries | first stage s/query | yes-prob s/query | × first stage | lcr s/query |" in \
+        capsys.readouterr().out
+    row = json.loads((tmp_path / "bench.json").read_text())[0]
+    assert row["set"] == "Synth-CLS" and row["queries"] == 2 and row["first_stage_s"] > 0
+    assert set(row["rerank"]) == {"yes-prob", "lcr"} and all(r["seconds_per_query"] > 0 for r in row["rerank"].values())
+    assert main(["bench", "rerank", "--model", "m", "--data", "d", "--rerank-option", "bm25:x=1",
+                 "--rerank-model", "openai:http://x/v1#m"]) == 1

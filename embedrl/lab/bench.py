@@ -164,11 +164,61 @@ def cmd_rl(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl]
+def _rerank(commands) -> None:
+    p = commands.add_parser("rerank", help="second-stage rerankers: seconds a query, and the ratio to the first stage",
+                            description="On the first --queries of each set of a benchmark: the first stage (query "
+                                        "T-CoT without cache, embedding, ranking) and each reranker on its top k "
+                                        "(no score cache), timed in one run.")
+    p.add_argument("--queries", type=int, default=10, help="queries per set")
+    p.add_argument("--model", required=True, help="the embedder")
+    p.add_argument("--data", required=True, help="benchmark folder with registry.yaml")
+    p.add_argument("--reasoner", help="writes the queries' T-CoTs (default: raw queries)")
+    p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M", help="T-CoTs for these modalities only")
+    p.add_argument("--rerank", nargs="+", default=["yes-prob", "lcr"], help="rerankers (default: yes-prob lcr)")
+    p.add_argument("--rerank-model", help="their model (default: --reasoner)")
+    p.add_argument("--rerank-option", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="a setting of one reranker, e.g. lcr:samples=5 (repeatable)")
+    p.add_argument("--rerank-k", type=int, default=10, help="how many of the top are reranked")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these sets")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_rerank)
+
+
+def cmd_rerank(args) -> int:
+    from embedrl.core.errors import EmbedrlError
+    from embedrl.core.io import write_json
+    from embedrl.eval.bench import bench_rerank, format_rows
+    from embedrl.models.base import load_embedder
+    from embedrl.rerank import load_reranker
+
+    reasoner = None
+    if args.reasoner:
+        from embedrl.models.reasoner import load_reasoner
+
+        reasoner = load_reasoner(args.reasoner, modalities=args.tcot_modalities)  # no T-CoT cache
+    model = args.rerank_model or reasoner
+    if model is None:
+        raise EmbedrlError("give --rerank-model (or --reasoner)")
+    options: dict[str, list[str]] = {}
+    for option in args.rerank_option:
+        name, sep, setting = option.partition(":")
+        if not sep or name not in args.rerank:
+            raise EmbedrlError(f"--rerank-option {option!r}: write NAME:KEY=VALUE with NAME one of {args.rerank}")
+        options.setdefault(name, []).append(setting)
+    rerankers = [load_reranker(name, model, options.get(name), cache=None) for name in args.rerank]
+    rows = bench_rerank(load_embedder(args.model), args.data, rerankers, reasoner, args.queries, args.rerank_k,
+                        args.datasets)
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+BENCHES = [_index, _encode, _rl, _rerank]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, rerankers")
     for add in BENCHES:
         add(commands)
 

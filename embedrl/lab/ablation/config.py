@@ -83,8 +83,8 @@ class AblationConfig:
     rerank_model: str = field(default="sft", metadata={
         "help": "The rerankers' model: `sft` (each seed's SFT reasoner), `warmup` (the warmed-up reasoner every seed "
                 "shares, so scores are computed once for all seeds) or a model spec / openai:BASE_URL#MODEL."})
-    rerank_options: list[str] = field(default_factory=list, metadata={
-        "help": "key=value settings of the rerankers (e.g. [samples=10, t_query=0.9]), as --rerank-option."})
+    rerank_options: dict[str, list[str]] = field(default_factory=dict, metadata={
+        "help": "Each reranker's key=value settings, as --rerank-option, e.g. {lcr: [samples=10, entailment=exact]}."})
     rerank_k: int = field(default=10, metadata={"help": "How many of the first stage's top are reranked."})
     rerank_queries: int | None = field(default=20, metadata={
         "help": "Queries reranked per held-out set (the first ones; the first stage is scored on the same ones)."})
@@ -110,7 +110,8 @@ class AblationConfig:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
         from embedrl.rerank import RERANKERS
 
-        bad = sorted(set(self.rerankers) - set(RERANKERS)) + sorted(set(self.rerank_variants) - set(VARIANTS))
+        bad = sorted((set(self.rerankers) | set(self.rerank_options)) - set(RERANKERS)) + sorted(
+            set(self.rerank_variants) - set(VARIANTS))
         if bad:
             raise ValueError(f"unknown rerankers or rerank_variants {bad}; rerankers: {list(RERANKERS)}, "
                              f"variants: {list(VARIANTS)}")

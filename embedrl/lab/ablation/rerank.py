@@ -43,7 +43,7 @@ def evaluate_rerank(config: AblationConfig, embedder: Path, reasoner: Path | Non
     cache = Path(config.out) / "tcot_cache.sqlite"
     # the first stage's reasoner when it is the rerankers' model too (same weights, same cached scores)
     chat = loaded if loaded is not None and str(reasoner) == model else model
-    reranker = load_reranker(name, chat, config.rerank_options, cache=cache)
+    reranker = load_reranker(name, chat, config.rerank_options.get(name), cache=cache)
     mode, by_set = (config.tcot_mode, config.tcot_mode_by_set or {}) if loaded else ("none", {})
     specs = load_specs(data / "registry.yaml")
     check_tcot_modes(mode, by_set, loaded, [s.name for s in specs])
