@@ -4,6 +4,7 @@ The public API, stable across releases (everything else is importable, but may m
 
     import embedrl
     embedder = embedrl.load_embedder("runs/embedder")         # a saved dir, open_clip:ARCH, a Hub id
+    embedder = embedrl.load_embedder("Qwen/Qwen3-VL-Embedding-2B", format="qwen3-vl-embedding")
     reasoner = embedrl.load_reasoner("runs/eg-rl")            # writes T-CoTs for items
     vectors = embedder.encode([embedrl.Item(text="a red circle")])
     hits = embedrl.Retriever.from_dir("runs/index").search(embedrl.Item(text="a red circle"), k=5)

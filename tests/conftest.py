@@ -15,19 +15,19 @@ def _make(tmp_path_factory, name: str):
     return make_preset(name, tmp_path_factory.mktemp("presets") / name, seed=0)
 
 
-@pytest.fixture(scope="session")
-def tiny_reasoner_dir(tmp_path_factory):
-    return _make(tmp_path_factory, "tiny-reasoner")
+def _preset_fixture(name: str):
+    @pytest.fixture(scope="session")
+    def made(tmp_path_factory):
+        return _make(tmp_path_factory, name)
+    return made
 
 
-@pytest.fixture(scope="session")
-def tiny_vlm_embedder_dir(tmp_path_factory):
-    return _make(tmp_path_factory, "tiny-vlm-embedder")
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory):
-    return _make(tmp_path_factory, "tiny-clip")
+tiny_reasoner_dir = _preset_fixture("tiny-reasoner")
+tiny_vlm_embedder_dir = _preset_fixture("tiny-vlm-embedder")
+tiny_clip_dir = _preset_fixture("tiny-clip")
+tiny_qwen3vl_dir = _preset_fixture("tiny-qwen3-vl")
+tiny_qwen25vl_dir = _preset_fixture("tiny-qwen2.5-vl")
+tiny_vlm_embedder_qwen3vl_dir = _preset_fixture("tiny-vlm-embedder-qwen3-vl")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ Needs /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it) and `p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -22,8 +23,12 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason=f"{CHROMIUM} missing: install Debian's chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                       reason=f"{CHROMIUM} missing: install Debian's chromium (apt-get install chromium)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="playwright missing: pip install -e '.[dev]'"),
+]
 
 
 @pytest.fixture(scope="module")

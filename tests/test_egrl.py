@@ -364,13 +364,18 @@ def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(t
     assert "the flip reward does not tell" in capsys.readouterr().out
 
 
-def test_one_grpo_step_on_tiny_presets_survives_junk_generations(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir,
-                                                                 tmp_path):
+@pytest.mark.parametrize("reasoner_preset,embedder_preset", [
+    ("tiny_reasoner_dir", "tiny_clip_dir"),
+    # Qwen3-VL policy scored by a Qwen3-VL embedder in the embed-rl format (the paper's pairing)
+    ("tiny_qwen3vl_dir", "tiny_vlm_embedder_qwen3vl_dir")])
+def test_one_grpo_step_on_tiny_presets_survives_junk_generations(reasoner_preset, embedder_preset, synth_tiny_dir,
+                                                                 tmp_path, request):
     from embedrl.models.reasoner import load_reasoner
     from embedrl.train.egrl.config import build_egrl_config
     from embedrl.train.egrl.trainer import train_eg_rl
 
-    config = build_egrl_config(None, tiny_eg_rl_overrides(tiny_reasoner_dir, tiny_clip_dir, synth_tiny_dir, tmp_path))
+    tiny_reasoner_dir, embedder_dir = (request.getfixturevalue(p) for p in (reasoner_preset, embedder_preset))
+    config = build_egrl_config(None, tiny_eg_rl_overrides(tiny_reasoner_dir, embedder_dir, synth_tiny_dir, tmp_path))
     out = train_eg_rl(config)
     assert (out / "reward_curves.png").stat().st_size > 0  # with the weighted-spread panel
     reasoner = load_reasoner(out)  # the saved policy loads and generates

@@ -24,7 +24,7 @@ def media(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(params=["tiny_clip_dir", "tiny_vlm_embedder_dir"])
+@pytest.fixture(params=["tiny_clip_dir", "tiny_vlm_embedder_dir", "tiny_vlm_embedder_qwen3vl_dir"])
 def embedder(request):
     return load_embedder(str(request.getfixturevalue(request.param)))
 

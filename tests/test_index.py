@@ -479,3 +479,39 @@ def test_a_reasoner_limited_to_images_leaves_text_items_raw_in_the_index(tmp_pat
     assert hits["t0"].tcot is None and hits["t1"].tcot is None
     assert hits["i0"].tcot is not None and hits["i1"].tcot is not None
     assert r._query_reasoner().modalities == ("image",)  # loaded from the manifest, limited alike
+
+
+class ProseReasoner(WordReasoner):
+    """Writes T-CoTs as the paper's reasoner does: prose around the thinking's JSON."""
+
+    cache_key = ("prose-reasoner", "v0hash", "p1")
+
+    def generate(self, items, role="target", **kwargs):
+        self.generated += len(items)
+        return [parse_tcot(f'<thinking>It says {item.text}. {{"text_keywords": ["{item.text}"]}}</thinking>'
+                           f"<rethink>{role}</rethink><answer>{item.text}</answer>") for item in items]
+
+
+def test_the_index_and_the_cache_keep_t_cots_as_the_reasoner_wrote_them(tmp_path, clip):
+    corpus = Corpus([Item(text=f"a {c} square", id=c) for c in COLORS[:4]])
+    build_index(clip, corpus, tmp_path / "idx", reasoner=ProseReasoner(), cache=tmp_path / "cache.sqlite")
+    r = Retriever.from_dir(tmp_path / "idx", model=clip, reasoner=ProseReasoner())
+    hit = r.search(Item(text="a red square"), k=1)[0][0]
+    assert hit.tcot.startswith(f"<thinking>It says a {hit.id} square. ") and hit.evidence["keywords"] == [f"a {hit.id} square"]
+    with TCoTCache(tmp_path / "cache.sqlite") as cache:  # the cache reads back the raw text too
+        again = cache.get_or_generate([corpus.items[0]], "target", ProseReasoner())[0]
+    assert again.valid and again.raw.startswith("<thinking>It says a red square. ")
+
+
+def test_an_index_reloads_its_embedder_in_the_format_it_was_built_with(tmp_path, tiny_reasoner_dir):
+    """A Hub-id-like model with no embedrl.json: the manifest keeps the format, and another one is refused."""
+    from embedrl.models.base import load_embedder
+
+    embedder = load_embedder(str(tiny_reasoner_dir), format="vlm2vec")
+    corpus = Corpus([Item(text=f"a {c} square", id=c) for c in COLORS[:4]])
+    manifest = build_index(embedder, corpus, tmp_path / "idx")
+    assert manifest["embedder"]["format"] == "vlm2vec"
+    r = Retriever.from_dir(tmp_path / "idx")
+    assert r.embedder.format.name == "vlm2vec" and r.search(Item(text="a red square"), k=1)[0][0].id == "red"
+    with pytest.raises(EmbedrlError, match="built in the vlm2vec embedding format, not gme"):
+        Retriever.from_dir(tmp_path / "idx", format="gme")

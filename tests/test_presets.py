@@ -34,21 +34,30 @@ def _files(path: Path) -> dict[str, bytes]:
 # --- tiny-reasoner ---------------------------------------------------------------------------
 
 
-def test_reasoner_generates_from_an_image_chat_prompt(tiny_reasoner_dir):
+QWEN2_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+
+
+@pytest.mark.parametrize("fixture,cls,system", [
+    ("tiny_reasoner_dir", "Qwen2VLForConditionalGeneration", QWEN2_SYSTEM),
+    ("tiny_qwen3vl_dir", "Qwen3VLForConditionalGeneration", ""),  # Qwen3-VL: no default system turn
+    ("tiny_qwen25vl_dir", "Qwen2_5_VLForConditionalGeneration", QWEN2_SYSTEM),
+])
+def test_reasoner_generates_from_an_image_chat_prompt(fixture, cls, system, request):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(tiny_reasoner_dir)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_reasoner_dir).eval()
-    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
+    model_dir = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    assert type(model).__name__ == cls and sum(p.numel() for p in model.parameters()) < 2_000_000
 
     messages = _chat(_image(), "What color is the circle?")
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What color is the circle?"
+    assert text == (system + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What color is the circle?"
                     "<|im_end|>\n<|im_start|>assistant\n")
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt")
-    # 112x112 px -> 8x8 patches of 14 px -> 2x2 merge -> 16 vision tokens.
+    # 112x112 px -> 16 vision tokens: 8x8 patches of 14 px merged 2x2 (Qwen2-VL), or rounded to
+    # 128x128 for patches of 16 (Qwen3-VL)
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
@@ -153,8 +162,7 @@ def test_vlm_embedder_has_emb_token_and_its_own_weights(tiny_vlm_embedder_dir, t
 
     from embedrl.models.base import CONFIG_NAME
 
-    assert json.loads((tiny_vlm_embedder_dir / CONFIG_NAME).read_text()) == {
-        "backend": "vlm", "pooling": "last_emb_token"}
+    assert json.loads((tiny_vlm_embedder_dir / CONFIG_NAME).read_text()) == {"backend": "vlm", "format": "embed-rl"}
     assert not (tiny_reasoner_dir / CONFIG_NAME).exists()
     assert (tiny_vlm_embedder_dir / "tokenizer.json").read_bytes() == (tiny_reasoner_dir / "tokenizer.json").read_bytes()
     a = load_file(tiny_vlm_embedder_dir / "model.safetensors")
@@ -249,7 +257,7 @@ def test_remaking_over_another_preset_or_an_interrupted_make(tmp_path, tiny_reas
 
 
 def test_errors_unknown_name_and_bad_out(tmp_path):
-    known = "tiny-reasoner, tiny-reasoner-digits, tiny-reasoner-wide, tiny-vlm-embedder, tiny-clip"
+    known = "tiny-reasoner, tiny-reasoner-digits, tiny-reasoner-wide, tiny-vlm-embedder, tiny-qwen3-vl"
     with pytest.raises(EmbedrlError, match=f"unknown preset 'tiny-gpt'.*{known}"):
         make_preset("tiny-gpt", tmp_path / "x")
     (tmp_path / "file").write_text("x")

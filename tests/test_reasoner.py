@@ -34,9 +34,10 @@ def pairs(bench):
     return read_pairs(bench / "train" / "pairs.jsonl", root=bench)[0]
 
 
-@pytest.fixture(scope="module")
-def reasoner(tiny_reasoner_dir) -> Reasoner:
-    return load_reasoner(tiny_reasoner_dir, device="cpu")
+@pytest.fixture(scope="module", params=["tiny_reasoner_dir", "tiny_qwen3vl_dir"], ids=["qwen2-vl", "qwen3-vl"])
+def reasoner(request) -> Reasoner:
+    """The reasoner tests run on a Qwen2-VL and a Qwen3-VL model alike."""
+    return load_reasoner(request.getfixturevalue(request.param), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,33 @@ def test_prompts_differ_by_role_and_modality(items):
     assert "Frame 1:" in str(messages) and "key_frames" in str(messages)
     page = Item(image=items[1].image, instruction="Retrieve the document page that answers the question.")
     assert modality_of(page) == "document" and modality_of(Item(image=items[1].image)) == "image"
+
+
+def test_embed_rl_prompt_set_fills_the_papers_prompts_media_first(items, pairs, tiny_reasoner_dir, tmp_path):
+    from embedrl.models import paper_prompts as paper
+
+    text, image, video = items
+    messages, images = build_messages(video, "query", prompt_set="embed-rl")
+    content = messages[0]["content"]
+    assert [p["type"] for p in content] == ["image"] * len(video.frames) + ["text"]  # no frame labels
+    question = " ".join(p for p in (video.instruction, video.text) if p)
+    assert content[-1]["text"] == paper.PROMPT_VIDEO_WITHOUT_ANSWER.format(
+        video=f"{len(video.frames)} frames sampled at 2.0 FPS", question=question)
+    assert '{"key_frames": [1, 4, 8]}' in content[-1]["text"]  # the template's {{ }} are literal braces
+    target = build_messages(image, "target", prompt_set="embed-rl")[0][0]["content"][-1]["text"]
+    assert target.startswith("You are a visual reasoning assistant. Given a task description and a positive image")
+    assert "POSITIVE IMAGE OUTPUT: image provided" in target
+    retrieval = Item(text="a dog runs on a beach", instruction="Find a video that contains the following visual content:")
+    assert build_messages(retrieval, "query", prompt_set="embed-rl")[0][0]["content"][-1]["text"] == \
+        paper.PROMPT_VIDEO_RETRIEVAL_WITHOUT_ANSWER.format(question=f"{retrieval.instruction} {retrieval.text}")
+    default, paper_set = (load_reasoner(tiny_reasoner_dir, device="cpu", prompt_set=s) for s in ("default", "embed-rl"))
+    assert default.cache_key[2] == PROMPT_VERSION and paper_set.cache_key[2].startswith("embed-rl-")
+    paper_set.save_pretrained(tmp_path / "saved")  # the set is recorded: SFT, EG-RL and generation keep it
+    assert load_reasoner(tmp_path / "saved", device="cpu").prompt_set.name == "embed-rl"
+    examples, _ = sft_examples(pairs[:4], prompt_set="embed-rl")
+    assert examples[0]["prompt"] == build_messages(pairs[0].query, "query", load=False, prompt_set="embed-rl")[0]
+    with pytest.raises(Exception, match="unknown prompt set 'nope'; known prompt sets: default, embed-rl"):
+        load_reasoner(tiny_reasoner_dir, device="cpu", prompt_set="nope")
 
 
 def test_batched_generation_keeps_input_order(reasoner, items):
@@ -153,13 +181,15 @@ def _sft(bench, model, out, *overrides: str) -> dict:
     return json.loads((Path(out) / "trainer_state.json").read_text())
 
 
-def test_sft_reduces_loss_and_saves_a_loadable_reasoner(bench, tiny_reasoner_dir, reasoner, items, tmp_path):
-    state = _sft(bench, tiny_reasoner_dir, tmp_path / "sft", "max_steps=6", "learning_rate=5e-3",
+@pytest.mark.parametrize("preset,lr", [("tiny_reasoner_dir", "5e-3"), ("tiny_qwen3vl_dir", "2e-2")])
+def test_sft_reduces_loss_and_saves_a_loadable_reasoner(bench, preset, lr, items, tmp_path, request):
+    start = request.getfixturevalue(preset)  # the narrower Qwen3-VL preset takes a larger step
+    state = _sft(bench, start, tmp_path / "sft", "max_steps=6", f"learning_rate={lr}",
                  "per_device_train_batch_size=4", "max_train_pairs=24")
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert len(losses) == 6 and sum(losses[-2:]) < sum(losses[:2]) - 1.0, losses
-    trained = load_reasoner(tmp_path / "sft", device="cpu")
-    assert trained.cache_key[1] != reasoner.cache_key[1]  # new weights: new cache entries
+    trained, base = load_reasoner(tmp_path / "sft", device="cpu"), load_reasoner(start, device="cpu")
+    assert trained.cache_key[1] != base.cache_key[1]  # new weights: new cache entries
     out = trained.generate(items, role="query", max_new_tokens=8)
     assert len(out) == 3 and all(isinstance(t, TCoT) for t in out)
 

@@ -135,17 +135,17 @@ def test_yes_prob_over_an_endpoint_sorts_by_the_probability_of_yes(tmp_path):
 def test_both_rerankers_run_on_the_tiny_reasoner_and_reuse_their_scores(tiny_reasoner_dir, synth_tiny_dir, tmp_path):
     from embedrl.data.readers import read_task
     from embedrl.data.registry import load_registry
-    from embedrl.models.chat import HFChat
+    from embedrl.models.chat import HFChat, text_chat
     from embedrl.models.reasoner import load_reasoner
 
     spec = next(s for s in load_registry(synth_tiny_dir / "registry.yaml") if s.name == "Synth-T2I")
     task = read_task(spec, synth_tiny_dir).head(2)
     lists = [[task.candidates[i] for i in cands[:3]] for cands in task.local_candidates]
     reasoner = load_reasoner(str(tiny_reasoner_dir))
-    chat = HFChat.from_reasoner(reasoner)
-    replies = chat.complete([chat_turn("Name a colour.")], n=3, temperature=1.0, max_new_tokens=4, seed=0)
+    chat = HFChat(reasoner)
+    replies = chat.complete([text_chat("Name a colour.")], n=3, temperature=1.0, max_new_tokens=4, seed=0)
     assert len(replies) == 1 and len(replies[0]) == 3
-    yes, no = chat.first_token_probs([chat_turn("Yes or no?")], ["Yes", "No"])[0]
+    yes, no = chat.first_token_probs([text_chat("Yes or no?")], ["Yes", "No"])[0]
     assert 0 <= yes and 0 <= no and yes + no <= 1
     for name, options in (("lcr", ["samples=3", "max_new_tokens=6", "t_query=1.01"]), ("yes-prob", [])):
         reranker = load_reranker(name, reasoner, options, cache=tmp_path / "scores.sqlite")
@@ -156,12 +156,6 @@ def test_both_rerankers_run_on_the_tiny_reasoner_and_reuse_their_scores(tiny_rea
         again = load_reranker(name, reasoner, options, cache=tmp_path / "scores.sqlite")
         assert [r.order for r in again.rerank(task.queries, lists, [[0.3, 0.2, 0.1]] * 2)] == [r.order for r in results]
         assert again.computed == 0
-
-
-def chat_turn(text: str):
-    from embedrl.models.chat import text_conversation
-
-    return text_conversation(text)
 
 
 # ---------------------------------------------------------------- evaluation, index, CLI, demo

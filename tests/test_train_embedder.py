@@ -333,3 +333,32 @@ def test_query_side_negatives_are_candidates_for_targets_only():
     # a query-side negative that copies the right query makes the target -> query loss worse
     near = torch.cat([q[:3], q[:1]])
     assert InfoNCELoss()(near, t, 3, 10.0) > InfoNCELoss()(q[:3], t, 3, 10.0)
+
+
+def test_embed_rl_training_saves_its_format_and_reloads_to_the_trained_vectors(tiny_qwen3vl_dir, pairs_file,
+                                                                                tmp_path):
+    """A bare Qwen3-VL trains in the embed-rl format (the default for VLMs embedrl trains); the saved
+    model records it and embeds exactly as the trained one did, also without its embedrl.json."""
+    from embedrl.train.embedder import training_format
+
+    config = build_config(None, _cli_args(tiny_qwen3vl_dir, pairs_file, tmp_path, "max_steps=3", "use_tcot=true"))
+    assert training_format(config.model, config.format) == "embed-rl"
+    assert training_format(config.model, "gme") == "gme"
+    pairs, _ = read_pairs(pairs_file)
+    embedder = load_embedder(config.model, format="embed-rl")
+    trainer = EmbedderTrainer(model=ContrastiveModel(embedder, config.temperature, False), args=config,
+                              train_dataset=PairDataset(pairs), data_collator=PairCollator(embedder, 1, True),
+                              loss_fn=InfoNCELoss())
+    items = [p.query for p in pairs[:3]] + [p.pos for p in pairs[:3]]
+    tcots = [parse_tcot(p.qry_tcot) for p in pairs[:3]] + [None] * 3
+    before = embedder.encode(items, tcots)
+    trainer.train()
+    trainer.save_model(str(tmp_path))
+    trained = embedder.encode(items, tcots)
+    assert (trained - before).abs().max() > 1e-3
+    assert json.loads((tmp_path / "embedrl.json").read_text())["format"] == "embed-rl"
+    again = load_embedder(str(tmp_path))
+    assert again.format.name == "embed-rl"
+    assert (again.encode(items, tcots) - trained).abs().max() <= 1e-5
+    (tmp_path / "embedrl.json").unlink()  # Embed-RL's own checkpoints have none: the config's emb_token_ids tells
+    assert (load_embedder(str(tmp_path)).encode(items, tcots) - trained).abs().max() <= 1e-5

@@ -1,6 +1,6 @@
 """`embedrl <group> <command> ...`: the command line only parses arguments and calls library code.
 
-One module per group here (`embedrl.cli.data`, `.train`, `.index`, `.eval`, `.demo`), each with
+One module per group here (`embedrl.cli.data`, `.train`, `.index`, `.eval`, `.demo`, `.serve`), each with
 `register(subparsers)`. This package is the composition root: it also lists, by name, the lab's
 commands (`embedrl.lab.cli`, `embedrl.lab.bench`: the quickstart, presets, the synthetic
 benchmark, the ablation, benchmarks), which add themselves to the same groups; the library never
@@ -27,6 +27,7 @@ REGISTER: list[str] = [
     "embedrl.cli.index:register",
     "embedrl.cli.eval:register",
     "embedrl.cli.demo:register",
+    "embedrl.cli.serve:register",
     "embedrl.lab.bench:register",
     "embedrl.lab.cli:register",
 ]
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP request drowns remote runs' logs
     try:
         return int(args.func(args) or 0)
     except EmbedrlError as e:
@@ -100,6 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embedrl: interrupted", file=sys.stderr)
         return 130
+
+
+def add_format_option(parser) -> None:
+    """`--format NAME`: the embedding format of a VLM embedder (every command that loads one)."""
+    from embedrl.models.formats import FORMATS
+
+    parser.add_argument("--format", choices=list(FORMATS), default=None, metavar="NAME",
+                        help="embedding format of a VLM embedder: " + ", ".join(FORMATS) + " (default: the one "
+                             "its embedrl.json records or its files identify; open_clip models have none)")
+
+
+def add_prompt_set_option(parser) -> None:
+    """`--prompt-set NAME`: the prompts a reasoner writes T-CoTs with."""
+    from embedrl.models.prompts import PROMPT_SETS
+
+    parser.add_argument("--prompt-set", choices=list(PROMPT_SETS), default=None, metavar="NAME",
+                        help="reasoner prompt set: " + ", ".join(PROMPT_SETS) + " (embed-rl: the paper's T-CoT "
+                             "prompts; default: the one the reasoner records, else default)")
 
 
 def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAction:

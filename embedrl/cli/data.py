@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedrl.cli import add_group
+from embedrl.cli import add_format_option, add_group
 
 
 def register(sub) -> None:
@@ -13,6 +13,7 @@ def register(sub) -> None:
                     "false negatives (similarity above the positive's minus --margin) and append the top -k to "
                     "the pair's neg_* fields. Writes a new pairs file; the input is left as it is.")
     m.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG] or a Hub id")
+    add_format_option(m)
     m.add_argument("--pairs", required=True, help="pairs JSONL to mine for")
     m.add_argument("--out", required=True, help="pairs JSONL to write (same folder as --pairs keeps paths valid)")
     m.add_argument("--root", default=None, help="folder media paths are relative to (default: --pairs' folder)")
@@ -30,7 +31,7 @@ def mine_negatives(args) -> int:
 
     if args.k < 1:
         raise EmbedrlError("-k must be at least 1")
-    stats = mine_hard_negatives(load_embedder(args.model), args.pairs, args.out, root=args.root, k=args.k,
+    stats = mine_hard_negatives(load_embedder(args.model, format=args.format), args.pairs, args.out, root=args.root, k=args.k,
                                 margin=args.margin, batch_size=args.batch_size)
     print(f"wrote {args.out}: {stats['mined']} mined negatives for {stats['pairs']} pairs "
           f"({stats['skipped_false_negatives']} likely false negatives skipped)")

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrl.cli import add_group, add_rerank_args, load_rerank_args
+from embedrl.cli import (
+    add_format_option,
+    add_group,
+    add_prompt_set_option,
+    add_rerank_args,
+    load_rerank_args,
+)
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import TCOT_MODES
 
@@ -24,12 +30,16 @@ def register(sub) -> None:
             ("mmeb", "mmeb_v2", "run a registry of datasets (MMEB-V2 by default); resumable"),
             ("uvrb", "uvrb", "run the 16 UVRB video-retrieval datasets; resumable")):
         p = ev.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG] or a Hub id")
+        p.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG], a Hub id, "
+                                                      "or the URL of an `embedrl serve`")
+        add_format_option(p)
         p.add_argument("--data-root", required=True, help="folder the registry's paths are relative to")
         p.add_argument("--out", required=True, help="output folder (score/pred files, results.json); reruns resume")
         p.add_argument("--registry", default=registry, help=f"bundled registry name or YAML path (default {registry})")
         p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these datasets")
-        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs (needs --tcot or --tcot-set other than none)")
+        p.add_argument("--reasoner", default=None, help="reasoner model for T-CoTs, or an OpenAI-compatible chat endpoint "
+                                                        "openai:BASE_URL#MODEL (needs --tcot or --tcot-set other than none)")
+        add_prompt_set_option(p)
         p.add_argument("--tcot", choices=TCOT_MODES, default="none",
                        help="T-CoT side(s): none, query only, candidates only, or query and candidates")
         p.add_argument("--tcot-set", nargs="+", default=None, metavar="NAME=MODE",
@@ -38,6 +48,8 @@ def register(sub) -> None:
         p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M",
                        help="write T-CoTs only for items of these modalities (text image video document); "
                             "others are embedded raw (default: all)")
+        p.add_argument("--reasoner-backend", choices=("hf", "vllm"), default="hf",
+                       help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
         add_rerank_args(p, "the --reasoner")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
@@ -48,6 +60,7 @@ def register(sub) -> None:
                                       "benchmark) and print Hit@1 per set and their mean. For resumable runs with "
                                       "all metrics use `embedrl eval mmeb`.")
     quick.add_argument("--model", required=True, help="embedder: a saved model dir, open_clip:ARCH[:TAG] or a Hub id")
+    add_format_option(quick)
     quick.add_argument("--data", required=True, help="benchmark folder with registry.yaml (e.g. runs/synth)")
     quick.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these sets")
     quick.add_argument("--batch-size", type=int, default=64, help="items per encode batch")
@@ -95,15 +108,19 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
-    embedder = load_embedder(args.model)
+    embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
     # cache=True: target T-CoTs are shared with indexing and training
-    reasoner = load_reasoner(args.reasoner, cache=True, modalities=args.tcot_modalities) if args.reasoner else None
-    reranker = load_rerank_args(args, reasoner)
+    reasoner = (load_reasoner(args.reasoner, backend=args.reasoner_backend, cache=True, modalities=args.tcot_modalities,
+                              prompt_set=args.prompt_set)
+                if args.reasoner else None)
+    # the reranker shares the reasoner's weights when transformers holds them, else loads its own copy
+    reranker = load_rerank_args(args, reasoner if args.reasoner_backend == "hf" else args.reasoner)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
-                   metadata={"model_name": args.model}, reranker=reranker, rerank_k=args.rerank_k)
+                   metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")},
+                   reranker=reranker, rerank_k=args.rerank_k)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
     for _name, reason in run.missing.items():
@@ -155,7 +172,7 @@ def cmd_quick(args) -> int:
     from embedrl.eval.mmeb import quick_eval
     from embedrl.models.base import load_embedder
 
-    scores = quick_eval(load_embedder(args.model), args.data, datasets=args.datasets, batch_size=args.batch_size)
+    scores = quick_eval(load_embedder(args.model, format=args.format), args.data, datasets=args.datasets, batch_size=args.batch_size)
     width = max(len(k) for k in scores)
     print(f"{'set':<{width}}  hit@1")
     for name, value in scores.items():

@@ -5,9 +5,12 @@ What a Reasoner writes and what SFT data holds:
     <thinking>{"text_keywords": [...], "bbox_2d": [x1,y1,x2,y2] or [[...], ...], "key_frames": [1,4]}</thinking>
     <rethink>one or two sentences</rethink><answer>short canonical answer</answer>
 
-Boxes are on a 0-1000 relative scale, key frames are 1-based. `parse_tcot` never raises on
+Boxes are on a 0-1000 relative scale, key frames are 1-based. The thinking may also hold prose
+around its JSON object, as the paper's reasoner writes it ("The image shows ... {"bbox_2d":
+[...]}"): the first flat JSON object in it is the evidence. `parse_tcot` never raises on
 model output: it keeps whatever it could read and reports `valid=False` with the reason, so
-a broken generation costs its format reward, not the training run.
+a broken generation costs its format reward, not the training run; `TCoT.raw` keeps the text
+as written.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ MAX_CROP_ASPECT = 50.0
 
 _BLOCK = {t: re.compile(rf"<{t}>(.*?)</{t}>", re.DOTALL) for t in TAGS}
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+_FLAT_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 _TAG_TEXT = re.compile(r"</?(?:thinking|rethink|answer)>")
 
 
@@ -53,6 +57,7 @@ class TCoT:
     answer: str = ""
     valid: bool = True
     reason: str = ""
+    raw: str = field(default="", compare=False, repr=False)  # the text it was parsed from, if any
 
     @property
     def has_evidence(self) -> bool:
@@ -142,6 +147,17 @@ def _clean(text: str) -> str:
     return _TAG_TEXT.sub("", text).strip()[:MAX_TEXT_CHARS]
 
 
+def _read_evidence(thinking: str) -> Any:
+    """The thinking's evidence: all of it as JSON, else its first flat JSON object (prose around
+    it, as ZoengHN/Embed-RL's processor reads it); None when neither parses."""
+    for candidate in (thinking, *(m.group(0) for m in [_FLAT_OBJECT.search(thinking)] if m)):
+        try:
+            return json.loads(candidate) if candidate else {}
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            continue
+    return None
+
+
 def parse_tcot(text: Any) -> TCoT:
     """Read a T-CoT from model output; never raises. See the module docstring for the format."""
     out = TCoT()
@@ -157,11 +173,8 @@ def parse_tcot(text: Any) -> TCoT:
         else:
             blocks[tag] = m.group(1)
     if "thinking" in blocks:
-        raw = _FENCE.sub("", blocks["thinking"].strip())
-        try:
-            evidence = json.loads(raw) if raw else {}
-        except (json.JSONDecodeError, RecursionError, ValueError):
-            evidence = None
+        evidence = _read_evidence(_FENCE.sub("", blocks["thinking"].strip()))
+        if evidence is None:
             problems.append("thinking is not valid JSON")
         if evidence is not None and not isinstance(evidence, dict):
             problems.append("thinking JSON is not an object")
@@ -174,6 +187,7 @@ def parse_tcot(text: Any) -> TCoT:
                 out.key_frames = _read_key_frames(evidence["key_frames"], problems)
     out.rethink = _clean(blocks.get("rethink", ""))
     out.answer = _clean(blocks.get("answer", ""))
+    out.raw = text
     if problems:
         out.valid, out.reason = False, "; ".join(dict.fromkeys(problems))
     return out
@@ -215,8 +229,8 @@ class Evidence:
 
 
 def box_to_pixels(box: list[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """A 0-1000 box to pixel coordinates, clamped to the image."""
-    x1, y1, x2, y2 = (round(v * s / BOX_SCALE) for v, s in zip(box, (width, height, width, height)))
+    """A 0-1000 box to pixel coordinates (truncated, as the paper's crop code does), clamped to the image."""
+    x1, y1, x2, y2 = (int(v * s / BOX_SCALE) for v, s in zip(box, (width, height, width, height)))
     return (min(max(x1, 0), width), min(max(y1, 0), height), min(max(x2, 0), width), min(max(y2, 0), height))
 
 

@@ -20,13 +20,13 @@ the file system), and Gradio's queue with a configurable concurrency.
 """
 
 
-import ipaddress
 import itertools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from embedrl.client import is_loopback
 from embedrl.core.errors import EmbedrlError
 from embedrl.demo import views
 from embedrl.demo.backend import MAX_K, DemoBackend, hit_label
@@ -292,7 +292,7 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
 
     limits: UploadLimits = getattr(demo, "embedrl_limits", UploadLimits())
     set_pil_limit(limits.max_pixels)
-    if not _is_loopback(host):
+    if not is_loopback(host):
         logger.warning("serving on %s: the demo is reachable from other machines", host)
     if share:
         logger.warning("--share: Gradio will open a public link to this demo")
@@ -304,18 +304,10 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
                        css=views.CSS + STATUS_CSS)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,
-                 tcot_cache: str | None = None, rerank: str | None = None, rerank_k: int = 10,
-                 rerank_model: str | None = None, rerank_options: list[str] | None = None) -> DemoBackend:
+                 tcot_cache: str | None = None, format: str | None = None, rerank: str | None = None,
+                 rerank_k: int = 10, rerank_model: str | None = None,
+                 rerank_options: list[str] | None = None) -> DemoBackend:
     """Load an index for the demo; its reasoner (the manifest's, or `reasoner`) is loaded now, not at the first query.
     With `rerank` (a reranker name), results are reranked by it over `rerank_model` (default: that reasoner)."""
     from embedrl.index.build import load_manifest
@@ -323,7 +315,7 @@ def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasone
 
     manifest = load_manifest(index_dir)
     reasoner = reasoner or (manifest.get("reasoner") or {}).get("id")
-    retriever = Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache)
+    retriever = Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache, format=format)
     reranker = None
     if rerank:
         from embedrl.rerank import load_reranker
@@ -337,9 +329,9 @@ def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasone
 def launch(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            model: str | None = None, reasoner: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tcot_cache: str | None = None, block: bool = True, **rerank: Any):
+           tcot_cache: str | None = None, block: bool = True, format: str | None = None, **rerank: Any):
     """Load `index_dir` and serve the demo (blocks until interrupted unless `block=False`); `rerank`:
     `load_backend`'s rerank arguments."""
-    backend = load_backend(index_dir, model, reasoner, tcot_cache, **rerank)
+    backend = load_backend(index_dir, model, reasoner, tcot_cache, format, **rerank)
     demo = build_app(backend, max_upload_mb=max_upload_mb, max_pixels=max_pixels, concurrency=concurrency)
     return serve(demo, host, port, share, block)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, load_image
-from embedrl.core.tcot import TCoT, parse_tcot
+from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 from embedrl.demo import views
 
 if TYPE_CHECKING:
@@ -162,11 +162,8 @@ class DemoBackend:
 
     def example_rows(self, n_text: int = 4, n_image: int = 6, scan: int = 2000) -> dict[str, list]:
         """A few text queries (from text items) and image rows (by row id) drawn from the index."""
-        count = min(len(self.retriever), scan)
-        step = max(1, count // 64)
-        records = [r for r in self.retriever.store.get_many(range(0, count, step)) if r is not None]
         texts, images = [], []
-        for rec in records:
+        for rec in self.sample_records(scan):
             item = rec["item"]
             if item.get("text") and not item.get("image") and not item.get("frames") and len(texts) < n_text:
                 texts.append(_first_sentence(item["text"]))
@@ -174,12 +171,23 @@ class DemoBackend:
                 images.append(rec["row"])
         return {"texts": texts, "image_rows": images}
 
+    def sample_records(self, scan: int = 2000) -> list[dict[str, Any]]:
+        """About 64 store records spread over the first `scan` rows (where examples are drawn from)."""
+        count = min(len(self.retriever), scan)
+        step = max(1, count // 64)
+        return [r for r in self.retriever.store.get_many(range(0, count, step)) if r is not None]
+
     def row_image(self, row: int) -> Image.Image:
         """The image of index row `row` (its first frame for a video), full size."""
         rec = self.retriever.store.get_many([int(row)])[0]
         if rec is None:
             raise EmbedrlError(f"no row {row} in the index")
-        media = _media_of(rec["item"])
+        return self.load_media(row, rec["item"])
+
+    def load_media(self, row: int, item: dict[str, Any], frame: int | None = None) -> Image.Image:
+        """Row `row`'s image (or its video's `frame`-th frame, from 0; the first by default), found through
+        the index's own metadata, never through a path a request gave."""
+        media = item["frames"][frame] if frame is not None else _media_of(item)
         if media is None:
             raise EmbedrlError(f"row {row} has no image")
         return load_image(media, max_pixels=MEDIA_PIXEL_LIMIT)
@@ -194,7 +202,7 @@ class DemoBackend:
         if kind == "text":
             return views.text_card(item.get("text", ""), side=views.CARD_SIDE, title="text")
         try:
-            thumb = views.fit(load_image(_media_of(item), max_pixels=MEDIA_PIXEL_LIMIT), views.THUMB_SIDE)
+            thumb = views.fit(self.load_media(row, item), views.THUMB_SIDE)
         except EmbedrlError as e:
             logger.warning("row %d: %s", row, e)
             return views.text_card(f"(media unavailable) {item.get('text', '')}", title=kind)
@@ -235,16 +243,16 @@ class DemoBackend:
         image, frames = None, []
         try:
             if kind == "image":
-                image = views.draw_boxes(load_image(hit.item["image"], max_pixels=MEDIA_PIXEL_LIMIT),
-                                         tcot.boxes if tcot else [])
+                image = views.draw_boxes(self.load_media(hit.row, hit.item), tcot.boxes if tcot else [])
             elif kind == "video":
-                loaded = [load_image(f, max_pixels=MEDIA_PIXEL_LIMIT) for f in hit.item["frames"]]
+                loaded = [self.load_media(hit.row, hit.item, j) for j in range(len(hit.item["frames"]))]
                 frames = views.frame_strip(loaded, tcot.key_frames if tcot else [])
         except EmbedrlError as e:
             logger.warning("row %d: %s", hit.row, e)
         title = f"Result #{rank + 1} T-CoT" if rank is not None else "Result T-CoT"
         first = f" · first stage #{hit.first_rank + 1}" if hit.first_rank is not None else ""
-        card = views.tcot_html(tcot, None, title=title,
+        as_written = hit.tcot if tcot is not None and hit.tcot != render_tcot(tcot) else None
+        card = views.tcot_html(tcot, as_written, title=title,
                                missing="No cached T-CoT: this index was built without a reasoner.")
         head = (f'<div class="erl-sub">{views.esc(kind)} · id <code>{views.esc(hit.id)}</code> · row {hit.row}'
                 f" · score <b>{hit.score:.4f}</b>{first}</div>")

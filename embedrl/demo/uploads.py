@@ -1,29 +1,30 @@
 """Checking an uploaded query image before anything decodes it.
 
-A demo gets shared, so an upload is untrusted: it may be huge on disk, a small file that
-decodes to billions of pixels (a decompression bomb), or not an image at all. The checks
-run in this order, each before the costlier next step: file size (stat), format and pixel
-count from the header (PIL reads only the header on open), then the full decode under
-PIL's own bomb limit. Every refusal is an `UploadRejected` with a message fit for the user.
+A demo gets shared, so an upload is untrusted: the checks (file size, then format and pixel
+count from the header, then the full decode under PIL's bomb limit) are
+`embedrl.core.media.open_untrusted`'s, shared with the HTTP server. Every refusal is an
+`UploadRejected` with a message fit for the user.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from embedrl.core.errors import EmbedrlError
+from embedrl.core.media import (
+    DEFAULT_MAX_IMAGE_MB,
+    DEFAULT_MAX_PIXELS,
+    ImageLimits,
+    open_untrusted,
+    set_pil_limit,
+)
+from embedrl.core.media import ImageRejected as UploadRejected
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-DEFAULT_MAX_UPLOAD_MB = 10.0
-DEFAULT_MAX_PIXELS = 16_000_000
-
-
-class UploadRejected(EmbedrlError):
-    """An upload the demo refuses; the message is shown to the user as is."""
+DEFAULT_MAX_UPLOAD_MB = DEFAULT_MAX_IMAGE_MB
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "UploadLimits", "UploadRejected", "check_image_upload",
+           "set_pil_limit"]
 
 
 @dataclass(frozen=True)
@@ -36,40 +37,6 @@ class UploadLimits:
         return int(self.max_upload_mb * 1024 * 1024)
 
 
-def set_pil_limit(max_pixels: int) -> None:
-    """Make PIL warn over `max_pixels` and refuse twice that, for any image the process opens."""
-    Image.MAX_IMAGE_PIXELS = max(1, int(max_pixels))
-
-
 def check_image_upload(path: str | os.PathLike, limits: UploadLimits = UploadLimits()) -> Image.Image:
     """Open an uploaded image as RGB, or raise `UploadRejected` saying why not."""
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise UploadRejected("the upload could not be read; please upload it again") from None
-    if size > limits.max_bytes:
-        raise UploadRejected(f"the image is {size / 2**20:.1f} MB; the limit is {limits.max_upload_mb:g} MB")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check follows
-            with Image.open(path) as im:  # reads the header only
-                if im.format not in ALLOWED_FORMATS:
-                    raise UploadRejected(f"{im.format} images are not accepted; upload a "
-                                         f"{', '.join(f.lower() for f in ALLOWED_FORMATS)} image")
-                pixels = im.width * im.height
-                if pixels > limits.max_pixels:
-                    raise UploadRejected(f"the image is {im.width}x{im.height} pixels; the limit is "
-                                         f"{limits.max_pixels / 1e6:g} megapixels")
-                im.seek(0)
-                return im.convert("RGB")  # the full decode, still under PIL's bomb limit
-    except UploadRejected:
-        raise
-    except Image.DecompressionBombError:
-        raise UploadRejected(f"the image decodes to more than {limits.max_pixels / 1e6:g} megapixels; "
-                             "refused") from None
-    except UnidentifiedImageError:
-        raise UploadRejected("this file is not an image (or not one this demo reads); upload a "
-                             "PNG, JPEG, WebP, GIF, BMP or TIFF image") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise UploadRejected(f"the image could not be decoded ({type(e).__name__}); it may be truncated "
-                             "or corrupt") from None
+    return open_untrusted(path, ImageLimits(limits.max_upload_mb, limits.max_pixels))

@@ -26,7 +26,7 @@ def bench_rerank(embedder, data: str | Path, rerankers: Sequence, reasoner=None,
         row: dict[str, Any] = {"set": spec.name, "queries": len(task.queries), "first_stage_s": [], "rerank": {}}
         for reranker in rerankers:
             score, _, _ = evaluate_task(embedder, task, reasoner, "query" if reasoner is not None else "none",
-                                        ks=(1,), reranker=reranker, rerank_k=k)
+                                        ks=(1,), modality=spec.modality, reranker=reranker, rerank_k=k)
             cost = score["rerank"]
             row["first_stage_s"].append(cost["first_stage_seconds_per_query"])
             row["rerank"][reranker.name] = {"seconds_per_query": cost["seconds_per_query"],

@@ -197,17 +197,20 @@ def rerank_task(reranker: Reranker, task: EvalTask, ranked: list[np.ndarray], sc
 
 def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
                   tcot_mode: str = "none", batch_size: int = 32, ks: Sequence[int] = DEFAULT_KS,
-                  reranker: Reranker | None = None, rerank_k: int = 10
+                  modality: str = "", reranker: Reranker | None = None, rerank_k: int = 10
                   ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
     """Encode, score and rank one task (its top `rerank_k` reordered by `reranker`): (score dict,
-    prediction rows, timings)."""
+    prediction rows, timings).
+
+    `modality` (the registry's) lets the embedder embed each side as its family's harness does
+    (`Embedder.eval_view`: e.g. candidates with the default instruction)."""
     check_tcot_modes(tcot_mode, None, reasoner)
     t0 = time.perf_counter()
     c_tcots = _tcots(reasoner, task.candidates, "target") if mode_covers(tcot_mode, "target") else None
-    c = embedder.encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
+    c = embedder.eval_view(modality, "target").encode(task.candidates, c_tcots, batch_size=batch_size, show_progress=True).numpy()
     t1 = time.perf_counter()
     q_tcots = _tcots(reasoner, task.queries, "query") if mode_covers(tcot_mode, "query") else None
-    q = embedder.encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
+    q = embedder.eval_view(modality, "query").encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
     t2 = time.perf_counter()
     top = max(max(ks), PRED_TOP, rerank_k if reranker is not None else 0)
     ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
@@ -304,7 +307,8 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
                     len(task.candidates), task.scope)
         score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
-                                              batch_size, ks, reranker, rerank_k)
+                                              batch_size, ks, modality=spec.modality, reranker=reranker,
+                                              rerank_k=rerank_k)
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
         run.computed.append(spec.name)
@@ -367,7 +371,7 @@ def quick_eval_hits(embedder: Embedder, data: str | os.PathLike, datasets: Seque
         task = read_task(spec, data)
         task = task.head(max_queries) if max_queries else task
         score, preds, _ = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode), batch_size,
-                                        ks=(1,))
+                                        ks=(1,), modality=spec.modality)
         scores[spec.name] = 100 * score["hit@1"]
         hits[spec.name] = [int(query_metrics(p["prediction"], dict(zip(p["label"], p["rel_scores"])), (1,))["hit@1"])
                            for p in preds]

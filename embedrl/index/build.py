@@ -40,6 +40,7 @@ from embedrl.core.tcot import merge_usage, warn_broken
 from embedrl.core.tcot_cache import ReasonerLike, TCoTCache, reasoner_key
 from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
+from embedrl.index import sharded
 from embedrl.index.shards import (
     SHARDS_DIR,
     EncodedShard,
@@ -53,6 +54,7 @@ from embedrl.index.shards import (
 from embedrl.index.store import ItemStore
 
 if TYPE_CHECKING:
+    from embedrl.index.ray_engine import RayEngine
     from embedrl.models.base import Embedder
 
 logger = logging.getLogger(__name__)
@@ -122,7 +124,8 @@ def load_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state) -> dict | None:
+def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state,
+             index_shards: int = 1) -> dict | None:
     """Check/record the build plan; returns the existing manifest when there is nothing to do.
 
     Every rank checks the plan on disk (so all fail together); rank 0 cleans up and writes it.
@@ -147,6 +150,9 @@ def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bo
             if factory is not None and factory != manifest.get("factory"):
                 logger.info("re-indexing the kept shards as %s", factory)
                 (out / MANIFEST).unlink()
+            elif index_shards != len(manifest.get("index_shards") or [None]):
+                logger.info("re-indexing the kept shards in %d index shard(s)", index_shards)
+                (out / MANIFEST).unlink()
         write_json(plan_path, plan)
     state.wait_for_everyone()
     return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
@@ -165,8 +171,11 @@ def _sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
 
 def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item_of: Callable[[int], dict],
                  fields_of: Callable[[int], dict], factory: str | None = None, gpu: bool = False,
-                 max_bytes: int | None = None) -> dict[str, Any]:
-    """Train/fill the FAISS index from all shards, write index + store + report; returns the manifest's index part."""
+                 max_bytes: int | None = None, index_shards: int = 1) -> dict[str, Any]:
+    """Train/fill the FAISS index from all shards, write index + store + report; returns the manifest's index part.
+
+    `index_shards` > 1: the index is written in that many parts trained once (`embedrl.index.sharded`).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -197,21 +206,31 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
                 parts.append(np.asarray(read_shard(out, i)[1][local]))
         train = np.concatenate(parts)
     t0 = time.perf_counter()
-    chunks = (np.asarray(read_shard(out, i)[1]) for i in
-              tqdm(range(count_shards), desc="indexing", unit="shard", disable=None))
-    index = fx.build(factory, dim, train, chunks, gpu=gpu)
-    index_seconds = time.perf_counter() - t0
-    params = fx.default_search_params(index)
-    fx.write_index(index, out / INDEX_FILE)
+    if index_shards > 1:
+        trained = fx.build(factory, dim, train, (), gpu=gpu)
+        params = fx.default_search_params(trained)
+        files: dict[str, Any] = {"index_shards": sharded.write_parts(
+            out, trained, sharded.group_shards(sizes, index_shards), lambda i: np.asarray(read_shard(out, i)[1]),
+            lambda i: ([item_of(p) for p in metas[i]["rows"]], metas[i]["tcots"],
+                       [fields_of(p) for p in metas[i]["rows"]]), gpu)}
+        index_seconds = time.perf_counter() - t0
+    else:
+        chunks = (np.asarray(read_shard(out, i)[1]) for i in
+                  tqdm(range(count_shards), desc="indexing", unit="shard", disable=None))
+        index = fx.build(factory, dim, train, chunks, gpu=gpu)
+        index_seconds = time.perf_counter() - t0
+        params = fx.default_search_params(index)
+        fx.write_index(index, out / INDEX_FILE)
 
-    tmp_store = out / f".{STORE_FILE}.tmp-{os.getpid()}"
-    tmp_store.unlink(missing_ok=True)
-    with ItemStore(tmp_store) as store:
-        row = 0
-        for meta in metas:
-            store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
-            row += len(meta["rows"])
-    os.replace(tmp_store, out / STORE_FILE)
+        tmp_store = out / f".{STORE_FILE}.tmp-{os.getpid()}"
+        tmp_store.unlink(missing_ok=True)
+        with ItemStore(tmp_store) as store:
+            row = 0
+            for meta in metas:
+                store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
+                row += len(meta["rows"])
+        os.replace(tmp_store, out / STORE_FILE)
+        files = {"index_file": INDEX_FILE, "store_file": STORE_FILE}
 
     skipped = [s for m in metas for s in m["skipped"]]
     stats = [m.get("stats", {}) for m in metas]
@@ -231,13 +250,12 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
     if skipped:
         logger.warning("%d item(s) skipped (unreadable media), listed in %s", len(skipped), out / REPORT_FILE)
     return {"dim": dim, "metric": METRIC, "normalized": True, "factory": factory, "factory_reason": reason,
-            "search_params": params, "count": total, "skipped": len(skipped), "index_file": INDEX_FILE,
-            "store_file": STORE_FILE}
+            "search_params": params, "count": total, "skipped": len(skipped), **files}
 
 
 def embedder_info(embedder: Embedder) -> dict[str, Any]:
     return {"id": str(embedder.name_or_path), "backend": embedder.backend, "fingerprint": embedder.fingerprint(),
-            "dim": int(embedder.dim)}
+            "dim": int(embedder.dim), "format": embedder.embedrl_config().get("format")}
 
 
 def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
@@ -247,32 +265,38 @@ def reasoner_info(reasoner: ReasonerLike | None) -> dict[str, str] | None:
     info = {"id": rid, "hash": rhash, "prompt_version": version}
     if getattr(reasoner, "modalities", None) is not None:
         info["modalities"] = list(reasoner.modalities)
+    if getattr(reasoner, "prompt_set", None) is not None:
+        info["prompt_set"] = reasoner.prompt_set.name
     return info
 
 
 def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int, manifest_head: dict[str, Any],
          item_of: Callable[[int], dict], fields_of: Callable[[int], dict], factory: str | None, shard_size: int,
-         gpu: bool, overwrite: bool, max_bytes: int | None, state) -> dict[str, Any]:
+         gpu: bool, overwrite: bool, max_bytes: int | None, state, index_shards: int = 1,
+         encode_all: Callable[[], dict[str, int]] | None = None) -> dict[str, Any]:
     if shard_size < 1:
         raise EmbedrlError("shard size must be at least 1")
     if gpu:
         fx.require_gpu()
     if factory is not None:
         fx.new_index(factory, dim)  # a bad factory string fails now, not after hours of encoding
-    done = _prepare(out, plan, factory, overwrite, state)
+    done = _prepare(out, plan, factory, overwrite, state, index_shards)
     if done is not None:
         logger.info("%s is already a complete index (%d vectors); nothing to do", out, done.get("count", 0))
         return done
-    counts = encode_shards(out, n, shard_size, encode, state.process_index, state.num_processes)
+    counts = encode_all() if encode_all else encode_shards(out, n, shard_size, encode, state.process_index,
+                                                           state.num_processes)
     logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
     state.wait_for_everyone()
     if state.is_main_process:
-        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes)
+        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, index_shards)
         manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "versions": versions(),
                     "created": now()}
         write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is an index
         for stale in out.glob("index.*.faiss"):  # left by `add` before this rebuild
             stale.unlink()
+        if index_shards == 1:
+            sharded.remove_parts(out)  # left by a build in index shards
         logger.info("index ready: %s (%d vectors, %s)", out, part["count"], part["factory"])
     state.wait_for_everyone()
     return load_manifest(out)
@@ -282,18 +306,20 @@ def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str
                 reasoner: ReasonerLike | None = None, factory: str | None = None,
                 shard_size: int = SHARD_SIZE, gpu: bool = False, cache: TCoTCache | str | os.PathLike | None = None,
                 batch_size: int = 32, overwrite: bool = False, max_bytes: int | None = None,
-                distributed: bool = True) -> dict[str, Any]:
+                distributed: bool = True, index_shards: int = 1, engine: RayEngine | None = None) -> dict[str, Any]:
     """Build (or resume building) an index of `corpus` in `out`; returns the manifest.
 
     `corpus`: a `Corpus` or a spec for `read_corpus`. `factory`: a FAISS factory string, or
     None to choose from size and dimension. `cache`: the T-CoT cache (path or object;
     default: the shared one). `distributed`: use accelerate's process state, so under
-    `accelerate launch` the ranks share the work.
+    `accelerate launch` the ranks share the work. `index_shards`: write the FAISS index in
+    that many parts (`embedrl.index.sharded`). `engine`: encode the shards on a Ray cluster
+    (`embedrl.index.ray_engine.RayEngine`) instead of in this process.
     """
     if not isinstance(corpus, Corpus):
         corpus = read_corpus(corpus)
     out = Path(out)
-    state = process_state() if distributed else _SingleProcess()
+    state = process_state() if distributed and engine is None else _SingleProcess()
     if reasoner is not None and not isinstance(cache, TCoTCache):
         cache = TCoTCache(cache)
     info = embedder_info(embedder)
@@ -302,15 +328,17 @@ def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str
             "reasoner": reasoner_info(reasoner)}
     head = {"embedder": info, "reasoner": reasoner_info(reasoner), "corpus": corpus.describe()}
     encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
+    encode_all = None if engine is None else (
+        lambda: engine.encode_shards(out, corpus, shard_size, embedder, reasoner, cache, batch_size))
     return _run(out, len(corpus), plan, encode, info["dim"], head,
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, overwrite, max_bytes, state)
+                gpu, overwrite, max_bytes, state, index_shards, encode_all)
 
 
 def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Sequence[Item] | None = None,
                        fields: Sequence[dict] | None = None, factory: str | None = None,
                        shard_size: int = SHARD_SIZE * 16, gpu: bool = False, overwrite: bool = False, max_bytes: int | None = None,
-                       embedder: dict[str, Any] | None = None) -> dict[str, Any]:
+                       embedder: dict[str, Any] | None = None, index_shards: int = 1) -> dict[str, Any]:
     """Index precomputed embeddings (rows of `vectors`), resumable like `build_index`.
 
     `items`/`fields` describe the rows for the store (default: ids "0", "1", ...);
@@ -335,18 +363,25 @@ def build_from_vectors(vectors: np.ndarray, out: str | os.PathLike, items: Seque
     return _run(Path(out), len(vectors), plan, encode, dim, {"embedder": info, "reasoner": None,
                 "corpus": {"source": "vectors", "kind": "vectors", "count": len(vectors)}},
                 lambda p: corpus.items[p].to_dict(), lambda p: corpus.fields[p], factory, shard_size,
-                gpu, overwrite, max_bytes, _SingleProcess())
+                gpu, overwrite, max_bytes, _SingleProcess(), index_shards)
 
 
-def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike) -> None:
-    """Refuse an embedder whose weights hash or dimension differ from the ones the index was built with."""
+def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str | os.PathLike,
+                   fingerprint: str | None = None) -> None:
+    """Refuse an embedder whose weights hash, dimension or embedding format differ from the index's.
+
+    `fingerprint`: the embedder's, when already computed (a server checks each index it reloads)."""
     want = manifest.get("embedder") or {}
-    fingerprint, dim = embedder.fingerprint(), int(embedder.dim)
+    fingerprint, dim = fingerprint or embedder.fingerprint(), int(embedder.dim)
     if want.get("fingerprint") not in (None, fingerprint) or int(manifest.get("dim", dim)) != dim:
         raise EmbedrlError(
             f"model {embedder.name_or_path} (hash {fingerprint}, dim {dim}) does not match the index "
             f"{index_dir}, built with {want.get('id')} (hash {want.get('fingerprint')}, dim {manifest.get('dim')}); "
             "use that model or rebuild the index")
+    fmt = embedder.embedrl_config().get("format")
+    if want.get("format") not in (None, fmt):  # same weights, another input layout: other vectors
+        raise EmbedrlError(f"the index {index_dir} was built in the {want['format']} embedding format, not {fmt}; "
+                           f"load the model with --format {want['format']} or rebuild the index")
 
 
 def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,
@@ -359,6 +394,9 @@ def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], e
     """
     index_dir = Path(index_dir)
     manifest = load_manifest(index_dir)
+    if manifest.get("index_shards"):
+        raise EmbedrlError(f"{index_dir} is built in index shards; `index add` does not extend those yet: "
+                           "rebuild it over the whole corpus (`embedrl index build ... --overwrite`)")
     check_embedder(manifest, embedder, index_dir)
     if (manifest.get("reasoner") is None) != (reasoner is None) or (
             reasoner is not None and reasoner_info(reasoner) != manifest["reasoner"]):

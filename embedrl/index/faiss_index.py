@@ -232,12 +232,13 @@ def write_index(index, path: str | os.PathLike) -> None:
             os.unlink(tmp)
 
 
-def read_index(path: str | os.PathLike):
+def read_index(path: str | os.PathLike, flags: int = 0):
+    """`flags`: FAISS IO flags, e.g. IO_FLAG_MMAP_IFC to memory-map flat codes."""
     faiss = _faiss()
     if not os.path.isfile(path):
         raise EmbedrlError(f"index file missing: {path}; rebuild with `embedrl index build`")
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), flags)
     except RuntimeError as e:
         raise EmbedrlError(f"index file {path} is corrupt or unreadable "
                            f"({str(e).strip().splitlines()[-1][:200]}); rebuild with `embedrl index build`") from e

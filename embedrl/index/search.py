@@ -31,6 +31,7 @@ from embedrl.core.tcot import parse_tcot
 from embedrl.core.tcot_cache import ReasonerLike, TCoTCache
 from embedrl.index import faiss_index as fx
 from embedrl.index.build import check_embedder, load_manifest, reasoner_info
+from embedrl.index.sharded import ShardedStore, open_index
 from embedrl.index.store import ItemStore
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Hit:
         return asdict(self)
 
 
-def _evidence(tcot_text: str | None) -> dict[str, Any] | None:
+def tcot_evidence(tcot_text: str | None) -> dict[str, Any] | None:
     if not tcot_text:
         return None
     t = parse_tcot(tcot_text)
@@ -68,7 +69,7 @@ def _evidence(tcot_text: str | None) -> dict[str, Any] | None:
 class Retriever:
     """A loaded index with its embedder (and reasoner, loaded when first needed)."""
 
-    def __init__(self, index_dir: str | os.PathLike, manifest: dict[str, Any], index, store: ItemStore,
+    def __init__(self, index_dir: str | os.PathLike, manifest: dict[str, Any], index, store: ItemStore | ShardedStore,
                  embedder: Embedder | None, reasoner: ReasonerLike | None = None,
                  cache: TCoTCache | str | os.PathLike | None = None):
         self.index_dir = Path(index_dir)
@@ -83,15 +84,14 @@ class Retriever:
     @classmethod
     def from_dir(cls, index_dir: str | os.PathLike, model: Embedder | str | None = None,
                  reasoner: ReasonerLike | str | None = None, cache: TCoTCache | str | os.PathLike | None = None,
-                 load_model: bool = True) -> Retriever:
+                 load_model: bool = True, format: str | None = None) -> Retriever:
         index_dir = Path(index_dir)
         manifest = load_manifest(index_dir)
-        index = fx.read_index(index_dir / manifest.get("index_file", "index.faiss"))
+        index, store = open_index(index_dir, manifest)  # one file, or index shards served as one
         count = int(manifest.get("count", -1))
         if index.ntotal != count or index.d != int(manifest.get("dim", -1)):
             raise EmbedrlError(f"{index_dir}: index file holds {index.ntotal} vectors of dim {index.d}, the manifest "
                                f"says {count} of dim {manifest.get('dim')}; rebuild the index")
-        store = ItemStore(index_dir / manifest.get("store_file", "store.sqlite"), readonly=True)
         if store.count() < count:
             raise EmbedrlError(f"{index_dir}: metadata store holds {store.count()} rows for {count} vectors; "
                                "rebuild the index")
@@ -102,7 +102,7 @@ class Retriever:
             spec = model or (manifest.get("embedder") or {}).get("id")
             if not spec:
                 raise EmbedrlError(f"{index_dir} was built from precomputed vectors; pass the model that made them")
-            embedder = load_embedder(spec)
+            embedder = load_embedder(spec, format=format or (manifest.get("embedder") or {}).get("format"))
         elif model is not None:
             embedder = model
         if embedder is not None:
@@ -110,7 +110,9 @@ class Retriever:
         if isinstance(reasoner, str):
             from embedrl.models.reasoner import load_reasoner
 
-            reasoner = load_reasoner(reasoner, modalities=(manifest.get("reasoner") or {}).get("modalities"))
+            built_with = manifest.get("reasoner") or {}
+            reasoner = load_reasoner(reasoner, modalities=built_with.get("modalities"),
+                                     prompt_set=built_with.get("prompt_set"))
         return cls(index_dir, manifest, index, store, embedder, reasoner, cache)
 
     def close(self) -> None:
@@ -132,7 +134,8 @@ class Retriever:
         if self.reasoner is None and built_with:
             from embedrl.models.reasoner import load_reasoner
 
-            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"))
+            self.reasoner = load_reasoner(built_with["id"], modalities=built_with.get("modalities"),
+                                          prompt_set=built_with.get("prompt_set"))
         if self.reasoner is not None and built_with and reasoner_info(self.reasoner) != built_with:
             logger.warning("query reasoner %s differs from the one the index was built with (%s)",
                            reasoner_info(self.reasoner), built_with)
@@ -166,7 +169,7 @@ class Retriever:
                            key=lambda sr: (-sr[0], sr[1]))
             records = self.store.get_many([r for _, r in valid])
             out.append([Hit(row=r, id=rec["id"], score=s, item=rec["item"], tcot=rec["tcot"],
-                            evidence=_evidence(rec["tcot"]), fields=rec["fields"])
+                            evidence=tcot_evidence(rec["tcot"]), fields=rec["fields"])
                         for (s, r), rec in zip(valid, records) if rec is not None])
         return out
 

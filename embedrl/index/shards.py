@@ -166,7 +166,7 @@ def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike
             stats["tcots"] = tcot_usage([items[i] for i in rows], [tcots.get(i) for i in rows])
         return EncodedShard(
             vectors=vectors, rows=[start + i for i in rows],
-            tcots=[render_tcot(tcots[i]) if tcots.get(i) is not None else None for i in rows],
+            tcots=[(tcots[i].raw or render_tcot(tcots[i])) if tcots.get(i) is not None else None for i in rows],
             skipped=[{"pos": start + i, "id": items[i].id, "reason": reason} for i, reason in sorted(skipped.items())],
             stats=stats)
 

@@ -76,6 +76,12 @@ class ItemStore:
                                  "fields": json.loads(fields)}
         return [found.get(r) for r in ids]
 
+    def find(self, item_id: str, below: int) -> dict[str, Any] | None:
+        """The first row holding item `item_id` among rows below `below` (the committed ones), or None."""
+        found = self._conn.execute("SELECT row_id FROM rows WHERE item_id = ? AND row_id < ? ORDER BY row_id LIMIT 1",
+                                   (str(item_id), int(below))).fetchone()
+        return None if found is None else self.get_many([found[0]])[0]
+
     def ids(self, limit: int | None = None) -> list[str]:
         """Item ids in row order (up to `limit` rows)."""
         sql = "SELECT item_id FROM rows ORDER BY row_id" + (" LIMIT ?" if limit is not None else "")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 
-from embedrl.cli import add_group
+from embedrl.cli import add_format_option, add_group
 
 logger = logging.getLogger(__name__)
 
 
 def _index(commands) -> None:
-    p = commands.add_parser("index", help="FAISS index types vs exact search: build time, size, latency, QPS, recall")
-    p.add_argument("--n", type=int, default=1_000_000, help="database vectors (random unit vectors)")
+    p = commands.add_parser("index", help="FAISS index types vs exact search: build time, size, latency, QPS, recall; "
+                            "with --engine ray: build throughput, local vs Ray workers")
+    p.add_argument("--n", type=int, help="database vectors (random unit vectors; default 1000000); with --engine: "
+                   "corpus items (the corpus repeated or cut to N; default: the corpus as it is)")
     p.add_argument("--dim", type=int, default=768, help="dimension of the random vectors")
     p.add_argument("--nq", type=int, default=1000, help="queries")
     p.add_argument("-k", "--k", type=int, default=10, help="recall@k and search depth")
@@ -29,10 +31,22 @@ def _index(commands) -> None:
     p.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: all cores)")
     p.add_argument("--no-autofaiss", action="store_true", help="skip autofaiss even when installed")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    engines = p.add_argument_group("build throughput (--engine)")
+    engines.add_argument("--engine", choices=("ray",), help="instead of index types: time whole index builds, "
+                         "local (this process's threads, and 1 thread) against Ray with --workers 1-CPU workers")
+    engines.add_argument("--model", help="embedder (default: the tiny-clip preset, made in a temp folder)")
+    engines.add_argument("--corpus", help="a corpus as `index build` reads it (default: the tiny synthetic "
+                         "benchmark's corpus.jsonl)")
+    engines.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray pool sizes to time (default: 1 2)")
+    engines.add_argument("--address", help="Ray cluster to join (default: a local one on this machine)")
+    engines.add_argument("--shard-size", type=int, default=32, help="items per shard (default: 32)")
+    engines.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default: 32)")
     p.set_defaults(func=cmd_index)
 
 
 def cmd_index(args) -> int:
+    if args.engine:
+        return _cmd_engines(args)
     from dataclasses import asdict
 
     from embedrl.core.errors import EmbedrlError
@@ -51,6 +65,7 @@ def cmd_index(args) -> int:
         faiss.omp_set_num_threads(args.threads)
     import numpy as np
 
+    args.n = 1_000_000 if args.n is None else args.n
     if args.vectors:
         x = load_vectors(args.vectors)
         if len(x) <= args.nq:
@@ -75,6 +90,41 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _cmd_engines(args) -> int:
+    import tempfile
+    from dataclasses import asdict, replace
+    from itertools import cycle, islice
+    from pathlib import Path
+
+    from embedrl.core.io import write_json
+    from embedrl.data.corpus import Corpus, read_corpus
+    from embedrl.index.bench_engines import bench_engines, format_engines
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, spec = args.model, args.corpus
+        if not model:
+            from embedrl.lab.presets import make_preset
+
+            model = str(make_preset("tiny-clip", Path(tmp) / "tiny-clip"))
+        if not spec:
+            from embedrl.lab.synth.benchmark import generate_benchmark
+
+            generate_benchmark(Path(tmp) / "synth", seed=0, size="tiny")
+            spec = str(Path(tmp) / "synth" / "corpus.jsonl")
+        corpus = read_corpus(spec)
+        if args.n:  # repeated (with new ids) or cut to --n items
+            pairs = list(islice(cycle(zip(corpus.items, corpus.fields)), args.n))
+            corpus = Corpus([replace(item, id=f"{i}:{item.id}") for i, (item, _) in enumerate(pairs)],
+                            [f for _, f in pairs], source=corpus.source, kind=corpus.kind)
+        result = bench_engines(model, corpus, args.workers, args.shard_size, args.batch_size, args.address)
+    print(format_engines(result))
+    if args.json:
+        write_json(args.json, {**result, "rows": [asdict(r) | {"items_per_s": r.items_per_s,
+                                                                "steady_items_per_s": r.steady_items_per_s}
+                                                               for r in result["rows"]]})
+    return 0
+
+
 def _encode(commands) -> None:
     p = commands.add_parser("encode", help="encode throughput per backend and overhead over the bare model forward",
                             description="Time encode (media loading, preprocessing, collation, forward, pooling), our "
@@ -82,6 +132,7 @@ def _encode(commands) -> None:
                                         "run. Without --model, the tiny presets are made in a temp folder; without "
                                         "--data, a tiny synthetic benchmark is.")
     p.add_argument("--model", nargs="+", help="embedders to compare (saved dirs, open_clip:ARCH[:TAG], Hub ids)")
+    add_format_option(p)
     p.add_argument("--data", help="benchmark folder with corpus.jsonl (default: a tiny synthetic benchmark)")
     p.add_argument("--n", type=int, default=96, help="items to encode (taken evenly from the corpus)")
     p.add_argument("--batch-size", type=int, default=32, help="items per batch")
@@ -96,7 +147,7 @@ def cmd_encode(args) -> int:
 
     from embedrl.core.io import iter_jsonl, write_json
     from embedrl.core.items import Item
-    from embedrl.models.base import load_embedder
+    from embedrl.models.base import backend_of, load_embedder
     from embedrl.models.bench import bench_encode, format_rows
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +165,8 @@ def cmd_encode(args) -> int:
         corpus = [Item.from_dict(row, root=data) for _, row in iter_jsonl(data / "corpus.jsonl")]
         step = max(1, len(corpus) // args.n)
         items = corpus[::step][: args.n]
-        rows = [bench_encode(load_embedder(m), items, args.batch_size, args.repeats) for m in models]
+        rows = [bench_encode(load_embedder(m, format=args.format if backend_of(m) == "vlm" else None), items,
+                             args.batch_size, args.repeats) for m in models]
     print(format_rows(rows))
     if args.json:
         write_json(args.json, rows)
@@ -162,6 +214,55 @@ def cmd_rl(args) -> int:
     if args.json:
         write_json(args.json, row)
     return 0
+
+
+def _serve(commands) -> None:
+    p = commands.add_parser("serve", help="HTTP search load: dynamic batching vs batching off vs in-process",
+                            description="Send a bounded load of /v1/search requests to `embedrl serve` on "
+                                        "127.0.0.1 with dynamic batching and with batching off (two servers side "
+                                        "by side), and run the same queries through Retriever.search in-process, "
+                                        "the three taking turns; print requests/s and "
+                                        "p50/p95/p99 latency with ratios. Without --index, the tiny CLIP preset "
+                                        "and an index of the tiny synthetic benchmark's corpus are made in a temp "
+                                        "folder.")
+    p.add_argument("--index", help="index directory to serve (default: a tiny synthetic one)")
+    p.add_argument("--requests", type=int, default=500, help="timed requests per mode (default 500)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--max-batch", type=int, default=32, help="the batching server's max batch (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the batching server's max wait (default 5 ms)")
+    p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--rounds", type=int, default=5, help="turns the modes take (default 5)")
+    p.add_argument("--tcot", action="store_true", help="queries with their T-CoT (the index's reasoner)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from embedrl.core.io import write_json
+    from embedrl.serve.bench import bench_serve, format_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = args.index
+        if index is None:
+            from embedrl.index.build import build_index
+            from embedrl.lab.presets import make_preset
+            from embedrl.lab.synth.benchmark import generate_benchmark
+            from embedrl.models.base import load_embedder
+
+            data = Path(tmp) / "synth"
+            generate_benchmark(data, seed=0, size="tiny")
+            model = load_embedder(str(make_preset("tiny-clip", Path(tmp) / "clip")))
+            index = Path(tmp) / "index"
+            build_index(model, data / "corpus.jsonl", index, distributed=False)
+        report = bench_serve(index, args.requests, args.concurrency, args.max_batch, args.max_wait_ms, args.k,
+                             args.tcot, rounds=args.rounds)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0 if all(r["errors"] == 0 for r in report["rows"].values()) else 1
 
 
 def _rerank(commands) -> None:
@@ -214,11 +315,12 @@ def cmd_rerank(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl, _rerank]
+BENCHES = [_index, _encode, _rl, _serve, _rerank]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, rerankers")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, serving load, "
+                                       "rerankers")
     for add in BENCHES:
         add(commands)
 

@@ -12,7 +12,15 @@ downloaded:
     tiny-reasoner-wide  tiny-reasoner with a text model twice as wide (hidden 256, 8 heads; 1.85M
                         parameters), for runs that need a larger reasoner.
     tiny-vlm-embedder   the same family and tokenizer (own seed offset), with `<emb>` and an
-                        `embedrl.json` for the VLM embedder backend.
+                        `embedrl.json` for the VLM embedder backend (format `embed-rl`).
+    tiny-qwen3-vl       Qwen3VLForConditionalGeneration (text hidden 64, 2 layers, deepstack at
+                        vision block 1; patch 16) with the same tokenizer and a Qwen3-VL chat
+                        template (no default system turn): a reasoner, or the backbone of the
+                        `embed-rl` / `qwen3-vl-embedding` formats.
+    tiny-qwen2.5-vl     Qwen2_5_VLForConditionalGeneration (windowed vision attention), the
+                        same tokenizer and the Qwen2-VL chat template.
+    tiny-vlm-embedder-qwen3-vl  tiny-qwen3-vl (own seed offset) with an `embedrl.json` for the
+                        VLM embedder backend in the `embed-rl` format, as the paper's embedders.
     tiny-clip           a small open_clip model from a custom config with open_clip's bundled
                         tokenizer, saved so `open_clip` loads it from the directory.
 
@@ -41,17 +49,21 @@ PRESETS: dict[str, str] = {
     "tiny-reasoner": "Qwen2VLForConditionalGeneration (0.7M params), local byte-level BPE tokenizer, chat template",
     "tiny-reasoner-digits": "tiny-reasoner whose tokenizer splits numbers into single digits, as Qwen2's does",
     "tiny-reasoner-wide": "tiny-reasoner with a text model twice as wide (hidden 256, 1.85M params)",
-    "tiny-vlm-embedder": "Qwen2-VL family with <emb> registered, for the VLM embedder backend",
+    "tiny-vlm-embedder": "Qwen2-VL family with <emb> registered, for the VLM embedder backend (embed-rl format)",
+    "tiny-qwen3-vl": "Qwen3VLForConditionalGeneration (text hidden 64, 2 layers, deepstack [1]), Qwen3-VL chat template",
+    "tiny-qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration (text hidden 128, 2 layers, windowed vision)",
+    "tiny-vlm-embedder-qwen3-vl": "tiny-qwen3-vl as a VLM embedder in the embed-rl format (the paper's backbone class)",
     "tiny-clip": "open_clip ViT (width 128, 2 layers, 112 px) + text tower, bundled tokenizer",
 }
 
 # The presets a reasoner (warm-up, SFT, EG-RL) can start from.
-REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits", "tiny-reasoner-wide")
+REASONER_PRESETS = ("tiny-reasoner", "tiny-reasoner-digits", "tiny-reasoner-wide", "tiny-qwen3-vl", "tiny-qwen2.5-vl")
 
 # Seeds are offset per preset so that `--seed 0` does not give two presets the same weights.
 # (the reasoners differ in vocabulary or width, so their weights differ anyway)
 _SEED_OFFSETS = {"tiny-reasoner": 0, "tiny-reasoner-digits": 0, "tiny-reasoner-wide": 0, "tiny-vlm-embedder": 1_000_003,
-                 "tiny-clip": 2_000_003}
+                 "tiny-clip": 2_000_003, "tiny-qwen3-vl": 0, "tiny-qwen2.5-vl": 0,
+                 "tiny-vlm-embedder-qwen3-vl": 1_000_003}
 
 _STAGING = ".staging-"
 # Written into every preset directory: provenance, and the licence to overwrite it later
@@ -67,11 +79,10 @@ TOKENIZER_VOCAB = 1536  # a ceiling: with digits split, the built-in corpus yiel
 # image / video part rendered as <|vision_start|><|image_pad|><|vision_end|> (the processor
 # expands the pad into one token per merged vision patch). No whitespace control: the
 # only whitespace in the output is the newlines written here.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
+_DEFAULT_SYSTEM = ("{% if loop.first and message['role'] != 'system' %}"
+                   "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                   "{% endif %}")
+_TURNS = (
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}"
     "{{ message['content'] }}"
@@ -87,9 +98,11 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% endif %}"
     "<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+_GENERATION_PROMPT = "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+CHAT_TEMPLATE = "{% for message in messages %}" + _DEFAULT_SYSTEM + _TURNS + "{% endfor %}" + _GENERATION_PROMPT
+# Qwen3-VL's chat layout: the same turns, but no system turn unless the messages hold one.
+QWEN3_CHAT_TEMPLATE = "{% for message in messages %}" + _TURNS + "{% endfor %}" + _GENERATION_PROMPT
 
 # Image sizes for the tiny processors: a 112x112 image becomes 8x8 patches of 14 px, merged
 # 2x2 into 16 vision tokens; anything larger is scaled down to at most 64 tokens.
@@ -164,7 +177,7 @@ def _looks_like_preset(path: Path) -> bool:
 # --- tokenizer and processor shared by the Qwen2-VL presets ---------------------------------
 
 
-def build_tokenizer(split_digits: bool = False):
+def build_tokenizer(split_digits: bool = False, chat_template: str = CHAT_TEMPLATE):
     """Train the byte-level BPE tokenizer on the built-in corpus; returns a fast HF tokenizer.
 
     Chat and vision markers are special tokens (dropped by `skip_special_tokens`); the T-CoT
@@ -197,7 +210,7 @@ def build_tokenizer(split_digits: bool = False):
         pad_token="<|endoftext|>",
         unk_token=None,
         additional_special_tokens=list(VISION_TOKENS),
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=4096,
         padding_side="left",  # generation pads on the left
         clean_up_tokenization_spaces=False,
@@ -242,18 +255,98 @@ def tiny_qwen2vl_config(tokenizer, text_hidden: int = 128):
     )
 
 
-def _make_qwen2vl(out: Path, seed: int, split_digits: bool = False, text_hidden: int = 128) -> None:
+def tiny_qwen3vl_config(tokenizer, text_hidden: int = 64):
+    """The small Qwen3-VL config: text hidden 64 x 2 layers (heads 32 wide, interleaved mrope),
+    vision 64 x 2 blocks with patch 16 and deepstack features taken after block 1."""
+    from transformers import Qwen3VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS + VISION_TOKENS}
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": text_hidden, "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": 2, "num_attention_heads": text_hidden // 32, "num_key_value_heads": 1,
+            "head_dim": 32, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6],
+                                "mrope_interleaved": True},
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 16,
+            "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": text_hidden,
+            "num_position_embeddings": 256, "deepstack_visual_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def tiny_qwen25vl_config(tokenizer, text_hidden: int = 128):
+    """The small Qwen2.5-VL config: the Qwen2-VL text model, and a windowed vision tower
+    (2 blocks, the second with full attention)."""
+    from transformers import Qwen2_5_VLConfig
+
+    base = tiny_qwen2vl_config(tokenizer, text_hidden).to_dict()
+    return Qwen2_5_VLConfig(
+        text_config=base["text_config"],
+        vision_config={"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "patch_size": 14,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                       "out_hidden_size": text_hidden, "fullatt_block_indexes": [1]},
+        image_token_id=base["image_token_id"], video_token_id=base["video_token_id"],
+        vision_start_token_id=base["vision_start_token_id"], vision_end_token_id=base["vision_end_token_id"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_qwen3vl_processor(tokenizer):
+    """Qwen3VLProcessor sized for tiny images (patch 16: a 112x112 image becomes 9 merged tokens
+    after rounding to 128x128 -> 16 tokens); Qwen3-VL's image mean/std of 0.5."""
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    half = [0.5, 0.5, 0.5]
+    image_processor = Qwen2VLImageProcessorPil(patch_size=16, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
+                                               image_mean=half, image_std=half)
+    video_processor = Qwen3VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+                                            image_mean=half, image_std=half)
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+                            chat_template=QWEN3_CHAT_TEMPLATE)
+
+
+def build_qwen25vl_processor(tokenizer):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, cap_pixels_per_frame=True)
+    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+# family -> (model class name, config builder, processor builder, chat template)
+_FAMILIES: dict[str, tuple[str, Callable, Callable, str]] = {
+    "qwen2-vl": ("Qwen2VLForConditionalGeneration", tiny_qwen2vl_config, build_processor, CHAT_TEMPLATE),
+    "qwen2.5-vl": ("Qwen2_5_VLForConditionalGeneration", tiny_qwen25vl_config, build_qwen25vl_processor,
+                   CHAT_TEMPLATE),
+    "qwen3-vl": ("Qwen3VLForConditionalGeneration", tiny_qwen3vl_config, build_qwen3vl_processor,
+                 QWEN3_CHAT_TEMPLATE),
+}
+
+
+def _make_vlm(out: Path, seed: int, family: str = "qwen2-vl", split_digits: bool = False,
+              text_hidden: int | None = None) -> None:
     import torch
-    from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
+    import transformers
+    from transformers import GenerationConfig
     from transformers.utils import logging as hf_logging
 
-    tokenizer = build_tokenizer(split_digits)
-    config = tiny_qwen2vl_config(tokenizer, text_hidden)
+    class_name, make_config, make_processor, template = _FAMILIES[family]
+    tokenizer = build_tokenizer(split_digits, template)
+    config = make_config(tokenizer) if text_hidden is None else make_config(tokenizer, text_hidden)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
         torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config).eval()
+        model = getattr(transformers, class_name)(config).eval()
+    text = config.text_config
     model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=text.pad_token_id,
         do_sample=False, max_new_tokens=64,
     )
     bars = hf_logging.is_progress_bar_enabled()
@@ -263,18 +356,15 @@ def _make_qwen2vl(out: Path, seed: int, split_digits: bool = False, text_hidden:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    build_processor(tokenizer).save_pretrained(out)
+    make_processor(tokenizer).save_pretrained(out)
 
 
-def _make_tiny_reasoner(out: Path, seed: int) -> None:
-    _make_qwen2vl(out, seed)
-
-
-def _make_tiny_vlm_embedder(out: Path, seed: int) -> None:
+def _make_tiny_vlm_embedder(out: Path, seed: int, family: str = "qwen2-vl") -> None:
     from embedrl.models.base import CONFIG_NAME
+    from embedrl.models.formats import DEFAULT_VLM_FORMAT
 
-    _make_qwen2vl(out, seed)
-    write_json(out / CONFIG_NAME, {"backend": "vlm", "pooling": "last_emb_token"})
+    _make_vlm(out, seed, family)
+    write_json(out / CONFIG_NAME, {"backend": "vlm", "format": DEFAULT_VLM_FORMAT})
 
 
 def _make_tiny_clip(out: Path, seed: int) -> None:
@@ -291,11 +381,14 @@ def _make_tiny_clip(out: Path, seed: int) -> None:
 
 
 _MAKERS: dict[str, Callable[[Path, int], None]] = {
-    "tiny-reasoner": _make_tiny_reasoner,
-    "tiny-reasoner-digits": lambda out, seed: _make_qwen2vl(out, seed, split_digits=True),
-    "tiny-reasoner-wide": lambda out, seed: _make_qwen2vl(out, seed, text_hidden=256),
+    "tiny-reasoner": _make_vlm,
+    "tiny-reasoner-digits": lambda out, seed: _make_vlm(out, seed, split_digits=True),
+    "tiny-reasoner-wide": lambda out, seed: _make_vlm(out, seed, text_hidden=256),
     "tiny-vlm-embedder": _make_tiny_vlm_embedder,
     "tiny-clip": _make_tiny_clip,
+    "tiny-qwen3-vl": lambda out, seed: _make_vlm(out, seed, "qwen3-vl"),
+    "tiny-qwen2.5-vl": lambda out, seed: _make_vlm(out, seed, "qwen2.5-vl"),
+    "tiny-vlm-embedder-qwen3-vl": lambda out, seed: _make_tiny_vlm_embedder(out, seed, "qwen3-vl"),
 }
 
 # Every file name some preset writes: a re-make with another preset removes the others'.

@@ -6,7 +6,11 @@ which one it needs in `embedrl.json`, so loading never branches on model names.
 Specs `load_embedder` accepts:
   - a directory saved by `save_pretrained` (has `embedrl.json`),
   - `open_clip:ARCH` or `open_clip:ARCH:PRETRAINED_TAG` (e.g. `open_clip:ViT-B-32:openai`),
-  - any other string: a Hub id or a directory of an HF image-text-to-text model (VLM backend).
+  - `http(s)://HOST:PORT[#MODEL]`: a model served over HTTP (`embedrl serve`, or another
+    OpenAI-compatible embeddings endpoint; `embedrl.models.remote`),
+  - any other string: a Hub id or a directory of an HF image-text-to-text model (VLM backend),
+    embedded in the format `format=` names (`embedrl.models.formats`), the one its `embedrl.json`
+    records, or the one its files identify (an Embed-RL or GME checkpoint); else an error lists them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 BACKENDS: dict[str, str] = {
     "vlm": "embedrl.models.vlm_embedder:VLMEmbedder",
     "open_clip": "embedrl.models.clip_embedder:CLIPEmbedder",
+    "remote": "embedrl.models.remote:RemoteEmbedder",
 }
 
 
@@ -110,8 +115,13 @@ class Embedder(ABC):
     def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> Embedder: ...
 
     def embedrl_config(self) -> dict[str, Any]:
-        """What goes into `embedrl.json` besides the backend name (pooling, fusion, ...)."""
+        """What goes into `embedrl.json` besides the backend name (format, fusion, ...)."""
         return {}
+
+    def eval_view(self, modality: str, side: str) -> Embedder:
+        """This embedder as its family's benchmark harness embeds `side` ("query" / "target") of a
+        dataset of registry `modality` (some families use other instructions there); self by default."""
+        return self
 
     def write_embedrl_config(self, path: str | Path) -> None:
         ensure_dir(path)
@@ -154,14 +164,34 @@ def backend_class(name: str) -> type[Embedder]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load_embedder(spec: str, **kwargs: Any) -> Embedder:
-    """Load an Embedder from a saved directory, an `open_clip:...` spec or a Hub id / VLM directory."""
+def backend_of(spec: str) -> str:
+    """The backend a spec loads with: a saved directory's `embedrl.json` says; `open_clip:...`; else "vlm"."""
     path = Path(spec)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        config = json.loads((path / CONFIG_NAME).read_text())
-        return backend_class(config.get("backend", "vlm")).from_pretrained(str(path), **kwargs)
+        return json.loads((path / CONFIG_NAME).read_text()).get("backend", "vlm")
     if spec.startswith("open_clip:"):
-        return backend_class("open_clip").from_pretrained(spec, **kwargs)
+        return "open_clip"
+    if spec.startswith(("http://", "https://")):
+        return "remote"
     if path.exists() and not path.is_dir():
         raise EmbedrlError(f"{spec} is a file; pass a model directory or a Hub id")
-    return backend_class("vlm").from_pretrained(spec, **kwargs)
+    return "vlm"
+
+
+def load_embedder(spec: str, format: str | None = None, device: str | None = None, **kwargs: Any) -> Embedder:
+    """Load an Embedder from a saved directory, an `open_clip:...` spec or a Hub id / VLM directory.
+
+    `format`: the embedding format of a VLM (see `embedrl.models.formats.FORMATS`); `device`:
+    where to put it; `dtype` (VLMs): the weights' dtype. Any other keyword is an error."""
+    backend = backend_of(spec)
+    allowed = {"vlm": {"dtype"}, "open_clip": set(), "remote": {"api_key", "concurrency", "retries", "backoff",
+                                                                "timeout"}}.get(backend, set())
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise EmbedrlError(f"load_embedder: unknown keyword(s) {', '.join(unknown)} for the {backend} backend "
+                           f"(it takes format, device{''.join(', ' + k for k in sorted(allowed))})")
+    if backend in ("vlm", "remote"):  # a remote embedder checks `format` against its server's
+        kwargs["format"] = format
+    elif format not in (None, backend):
+        raise EmbedrlError(f"{spec} is an {backend} model; embedding formats ({format!r}) are for VLM embedders")
+    return backend_class(backend).from_pretrained(spec, device=device, **kwargs)

@@ -2,217 +2,175 @@
 entailment questions, yes-prob's Yes / No), the FLIP reward's backward model and the process
 reward's multiple-choice judge.
 
-    chat = load_chat_model("runs/eg-rl-tiny")                 # a local HF model: a directory or a Hub id
+    chat = load_chat_model("runs/eg-rl-tiny")                 # a local model: a directory or a Hub id
     chat = load_chat_model("openai:http://127.0.0.1:8000/v1#Qwen2-VL-7B-Instruct")   # an endpoint
-    chat = HFChat.from_reasoner(reasoner)                     # the weights of a loaded Reasoner, shared
-    texts = chat.complete([conversation], n=10, temperature=1.0, max_new_tokens=32)  # n replies each
-    probs = chat.first_token_probs([conversation], ["Yes", "No"])   # P(reply starts with each word)
+    chat = as_chat_model(reasoner)                            # a loaded Reasoner's weights (or its endpoint)
+    texts = chat.complete([text_chat("Name a colour.")], n=10, temperature=1.0, max_new_tokens=32)
+    probs = chat.first_token_probs([text_chat("Yes or no?")], ["Yes", "No"])   # P(the reply starts with each)
 
-A `Conversation` is chat messages whose content parts hold `{"type": "image"}` placeholders, and
-the images in placeholder order: what `embedrl.models.prompts.build_messages` makes. An endpoint
-is any OpenAI-compatible `/chat/completions` server (vLLM, TGI, llama.cpp); images travel as PNG
-data URLs, and `$OPENAI_API_KEY`, when set, as the bearer token. `cache_key` is (model id, weights
-hash): what score caches key on.
+A chat is what `Reasoner.complete` takes: (messages whose content parts hold `{"type": "image"}`
+placeholders, the images in placeholder order). A local model answers through its `Reasoner`
+(`complete`, `collate_chats`); an endpoint is any OpenAI-compatible `/v1/chat/completions`
+server (vLLM, TGI, `embedrl serve --reasoner`), called through `embedrl.client.Endpoint`
+(retries, API key), images as data URLs. `cache_key` is (model id, weights hash): what score
+caches key on.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import logging
+import math
 import os
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import load_image
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Conversation:
-    messages: list[dict[str, Any]]
-    images: list[Any] = field(default_factory=list)
+Chat = tuple[list[dict[str, Any]], list[Any]]
 
 
-def text_conversation(text: str) -> Conversation:
+def text_chat(text: str) -> Chat:
     """One user turn of plain text."""
-    return Conversation([{"role": "user", "content": [{"type": "text", "text": text}]}])
+    return [{"role": "user", "content": [{"type": "text", "text": text}]}], []
 
 
 class ChatModel(Protocol):
     cache_key: tuple[str, str]
 
-    def complete(self, conversations: Sequence[Conversation], n: int = 1, temperature: float = 0.0,
-                 max_new_tokens: int = 64, seed: int | None = None) -> list[list[str]]: ...
+    def complete(self, chats: Sequence[Chat], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
+                 seed: int | None = None) -> list[list[str]]: ...
 
-    def first_token_probs(self, conversations: Sequence[Conversation], words: Sequence[str]) -> list[list[float]]: ...
+    def first_token_probs(self, chats: Sequence[Chat], words: Sequence[str]) -> list[list[float]]: ...
 
 
 class HFChat:
-    """A Hugging Face image-text-to-text (or causal) model and its processor, answering in-process.
+    """A local model, held by a `Reasoner`, answering any chat in batches of `batch_size` chats (x `n` replies).
 
-    Batches of `batch_size` conversations (times `n` replies), left padded. The model's mode and
-    gradients are left as they are, so the policy being trained can answer too (EG-RL's FLIP reward
-    with `flip_model: policy`)."""
+    Pure multinomial sampling at `temperature` (top-p 1, no top-k), else greedy. The policy being
+    trained can answer too (EG-RL's FLIP reward with `flip_model: policy`): the trainer puts it
+    back in training mode at every step."""
 
-    def __init__(self, model, processor, name: str, weights_hash: str | None = None, batch_size: int = 16):
-        from embedrl.models.reasoner import module_weights_hash
-
-        self.model, self.processor, self.name, self.batch_size = model, processor, name, batch_size
-        self._weights_hash = weights_hash
-        self._hash_of = module_weights_hash
-        tokenizer = getattr(processor, "tokenizer", processor)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
+    def __init__(self, reasoner, batch_size: int = 16):
+        self.reasoner, self.batch_size = reasoner, batch_size
 
     @classmethod
-    def from_pretrained(cls, spec: str | os.PathLike, device: str | None = None, **kwargs: Any) -> HFChat:
-        from embedrl.models.hf import load_vlm
-        from embedrl.models.reasoner import directory_weights_hash
+    def from_pretrained(cls, spec: str | os.PathLike, **kwargs: Any) -> HFChat:
+        from embedrl.models.reasoner import Reasoner
 
-        model, processor = load_vlm(spec, what="chat model")
-        model.eval().requires_grad_(False)
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        path = Path(spec)
-        return cls(model, processor, str(path.resolve()) if path.is_dir() else str(spec),
-                   directory_weights_hash(path) if path.is_dir() else None, **kwargs)
-
-    @classmethod
-    def from_reasoner(cls, reasoner, **kwargs: Any) -> HFChat:
-        return cls(reasoner.model, reasoner.processor, reasoner.name_or_path, reasoner.weights_hash, **kwargs)
+        reasoner = Reasoner.from_pretrained(spec)
+        reasoner.model.requires_grad_(False)
+        return cls(reasoner, **kwargs)
 
     @property
     def cache_key(self) -> tuple[str, str]:
-        if self._weights_hash is None:
-            self._weights_hash = self._hash_of(self.model)
-        return (self.name, self._weights_hash)
+        return self.reasoner.name_or_path, self.reasoner.weights_hash
 
-    def _inputs(self, conversations: Sequence[Conversation]) -> dict[str, Any]:
-        texts = [self.processor.apply_chat_template(c.messages, tokenize=False, add_generation_prompt=True)
-                 for c in conversations]
-        images = [load_image(i) for c in conversations for i in c.images]
-        kwargs = {"images": images} if images else {}
-        batch = self.processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
-        device = next(self.model.parameters()).device
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-    def complete(self, conversations: Sequence[Conversation], n: int = 1, temperature: float = 0.0,
-                 max_new_tokens: int = 64, seed: int | None = None) -> list[list[str]]:
-        """`n` replies per conversation: sampled at `temperature` (> 0), else greedy."""
+    def complete(self, chats: Sequence[Chat], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
+                 seed: int | None = None) -> list[list[str]]:
         if seed is not None:
             torch.manual_seed(seed)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 \
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        sampling = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0
+                    else {"do_sample": False})
         out: list[list[str]] = []
-        for start in range(0, len(conversations), self.batch_size):
-            batch = self._inputs(conversations[start:start + self.batch_size])
-            with torch.no_grad():
-                generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                                pad_token_id=self.tokenizer.pad_token_id, **sampling)
-            texts = self.tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            out += [[t.strip() for t in texts[i:i + n]] for i in range(0, len(texts), n)]
+        for start in range(0, len(chats), self.batch_size):
+            out += self.reasoner.complete(chats[start:start + self.batch_size], num_samples=n,
+                                          max_new_tokens=max_new_tokens, **sampling)
         return out
 
-    def first_token_probs(self, conversations: Sequence[Conversation], words: Sequence[str]) -> list[list[float]]:
+    def first_token_probs(self, chats: Sequence[Chat], words: Sequence[str]) -> list[list[float]]:
         """The probability that the reply's first token is each word's first token."""
-        ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+        tokenizer = self.reasoner.processor.tokenizer
+        ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
         if len(set(ids)) < len(ids):
-            raise EmbedrlError(f"{self.name}: the words {list(words)} start with the same token; choose others")
+            raise EmbedrlError(f"{self.reasoner.name_or_path}: the words {list(words)} start with the same token; "
+                               "choose others")
         out: list[list[float]] = []
-        for start in range(0, len(conversations), self.batch_size):
-            batch = self._inputs(conversations[start:start + self.batch_size])
-            with torch.no_grad():
-                logits = self.model(**batch).logits[:, -1].float()
+        for start in range(0, len(chats), self.batch_size):
+            batch = self.reasoner.collate_chats(chats[start:start + self.batch_size])
+            with torch.inference_mode():
+                logits = self.reasoner.model(**batch).logits[:, -1].float()
             out += torch.softmax(logits, dim=-1)[:, ids].tolist()
         return out
 
 
 class EndpointChat:
-    """An OpenAI-compatible `/chat/completions` endpoint; one request per conversation."""
+    """An OpenAI-compatible `/v1/chat/completions` endpoint; one request per chat."""
 
-    def __init__(self, base_url: str, model: str, timeout: float = 120.0):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.timeout = model, timeout
-        self.cache_key = (f"openai:{base_url.rstrip('/')}#{model}", "endpoint")
+    def __init__(self, url: str, model: str = "", **endpoint: Any):
+        from embedrl.client import Endpoint
 
-    def _post(self, conversation: Conversation, **body: Any) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
-        payload = json.dumps({"model": self.model, "messages": openai_messages(conversation), **body}).encode()
-        try:
-            with urllib.request.urlopen(urllib.request.Request(self.url, payload, headers),
-                                        timeout=self.timeout) as response:
-                return json.load(response)
-        except (OSError, ValueError) as e:
-            raise EmbedrlError(f"chat endpoint {self.url} failed: {e}") from e
+        self.endpoint = Endpoint(url, what="chat endpoint", **endpoint)
+        self.model = model or self.endpoint.served_model("", "reasoner")["id"]
+        self.cache_key = (f"openai:{self.endpoint.root}/v1#{self.model}", "endpoint")
 
-    def complete(self, conversations: Sequence[Conversation], n: int = 1, temperature: float = 0.0,
-                 max_new_tokens: int = 64, seed: int | None = None) -> list[list[str]]:
+    def _post(self, chat: Chat, **body: Any) -> dict[str, Any]:
+        return self.endpoint.post("/v1/chat/completions", {"model": self.model, "messages": openai_messages(chat),
+                                                           **body})
+
+    def complete(self, chats: Sequence[Chat], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 64,
+                 seed: int | None = None) -> list[list[str]]:
         out = []
-        for conversation in conversations:
-            reply = self._post(conversation, n=n, temperature=temperature, max_tokens=max_new_tokens,
+        for chat in chats:
+            reply = self._post(chat, n=n, temperature=temperature, max_tokens=max_new_tokens,
                                **({} if seed is None else {"seed": seed}))
             try:
-                out.append([(c["message"]["content"] or "").strip() for c in reply["choices"]])
+                out.append([(c["message"]["content"] or "").strip()
+                            for c in sorted(reply["choices"], key=lambda c: c.get("index", 0))])
             except (KeyError, TypeError) as e:
-                raise EmbedrlError(f"chat endpoint {self.url}: no choices[].message.content in its reply") from e
+                raise EmbedrlError(f"chat endpoint {self.endpoint.root}: no choices[].message.content in its reply") from e
         return out
 
-    def first_token_probs(self, conversations: Sequence[Conversation], words: Sequence[str]) -> list[list[float]]:
+    def first_token_probs(self, chats: Sequence[Chat], words: Sequence[str]) -> list[list[float]]:
         """From the first token's `top_logprobs` (20): a word's probability sums the tokens that spell it
         (case and surrounding spaces ignored); a word not among them counts 0."""
-        import math
-
         out = []
-        for conversation in conversations:
-            reply = self._post(conversation, max_tokens=1, temperature=0, logprobs=True, top_logprobs=20)
+        for chat in chats:
+            reply = self._post(chat, max_tokens=1, temperature=0, logprobs=True, top_logprobs=20)
             try:
                 top = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             except (KeyError, IndexError, TypeError) as e:
-                raise EmbedrlError(f"chat endpoint {self.url} returned no logprobs; serve a model that gives "
-                                   "top_logprobs (vLLM does)") from e
+                raise EmbedrlError(f"chat endpoint {self.endpoint.root} returned no logprobs; serve a model that "
+                                   "gives top_logprobs (vLLM does)") from e
             out.append([sum(math.exp(t["logprob"]) for t in top if t["token"].strip().lower() == w.lower())
                         for w in words])
         return out
 
 
-def openai_messages(conversation: Conversation) -> list[dict[str, Any]]:
-    """The conversation in the OpenAI chat schema: images as PNG data URLs; a text-only turn as a plain string."""
-    images = iter(conversation.images)
+def openai_messages(chat: Chat) -> list[dict[str, Any]]:
+    """A chat in the OpenAI schema: images as data URLs; a text-only turn as one string (lines joined)."""
+    from embedrl.client import image_data_url
+
+    messages, images = chat
+    pending = iter(images)
     out = []
-    for message in conversation.messages:
+    for message in messages:
         content = message["content"]
         if isinstance(content, list) and all(part.get("type") == "text" for part in content):
             content = "\n".join(part["text"] for part in content)
         elif isinstance(content, list):
-            content = [_image_part(next(images)) if part.get("type") == "image" else part for part in content]
+            content = [{"type": "image_url", "image_url": {"url": image_data_url(next(pending))}}
+                       if part.get("type") == "image" else part for part in content]
         out.append({"role": message["role"], "content": content})
     return out
 
 
-def _image_part(image) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    load_image(image).save(buffer, format="PNG")
-    return {"type": "image_url",
-            "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}}
-
-
 def load_chat_model(spec: str | os.PathLike, **kwargs: Any) -> ChatModel:
-    """`openai:BASE_URL#MODEL` for an endpoint, else a local model directory or Hub id."""
+    """`openai:BASE_URL#MODEL` or `http(s)://HOST:PORT[/v1][#MODEL]` for an endpoint, else a local model
+    directory or Hub id."""
     spec = str(spec)
-    if spec.startswith("openai:"):
-        url, sep, model = spec[len("openai:"):].partition("#")
-        if not sep or not model or not url:
-            raise EmbedrlError(f"an endpoint is written openai:BASE_URL#MODEL, not {spec!r}")
-        return EndpointChat(url, model)
+    if spec.startswith(("openai:", "http://", "https://")):
+        url, _, model = spec.removeprefix("openai:").partition("#")
+        return EndpointChat(url, model, **kwargs)
     return HFChat.from_pretrained(spec, **kwargs)
+
+
+def as_chat_model(model: Any) -> ChatModel:
+    """A chat model from a spec, a loaded Reasoner (its weights, or its endpoint when remote), or a chat model."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_chat_model(model)
+    if hasattr(model, "endpoint") and hasattr(model, "model_name"):  # a remote reasoner: ask its endpoint
+        return EndpointChat(model.endpoint.root, model.model_name)
+    if hasattr(model, "collate_chats"):  # a Reasoner holding its weights
+        return HFChat(model)
+    return model

@@ -85,14 +85,14 @@ class CLIPEmbedder(Embedder):
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> CLIPEmbedder:
+    def from_pretrained(cls, name_or_path: str, device: str | None = None) -> CLIPEmbedder:
         from embedrl.models.open_clip_io import load_open_clip, model_config
 
         path = Path(name_or_path)
         with _quiet_root_logger():
             clip, preprocess, tokenizer = load_open_clip(name_or_path)
             cfg = model_config(name_or_path)
-        embedder = cls(clip, preprocess, tokenizer, cfg, name_or_path=name_or_path, device=device, **kwargs)
+        embedder = cls(clip, preprocess, tokenizer, cfg, name_or_path=name_or_path, device=device)
         extra = json.loads((path / CONFIG_NAME).read_text()) if (path / CONFIG_NAME).is_file() else {}
         if "evidence_logit" in extra:  # the exact trained value, so fingerprints survive a save
             embedder.module.evidence_logit.data.fill_(extra["evidence_logit"])

@@ -10,7 +10,11 @@ batched with left padding; items are grouped by modality and length first to was
 padding, and results come back in input order. Parsing never raises: a broken generation
 is a `TCoT` with `valid=False`; each returned TCoT also carries the raw text in `.raw`.
 
-T-CoT cache: `cache_key` is (reasoner id, weights hash, prompt version), what
+Prompt sets (`embedrl.models.prompts.PROMPT_SETS`): `default` (the tiny presets' short prompts)
+or `embed-rl` (the paper's); `prompt_set=` when loading, else the one `embedrl_reasoner.json`
+records, else `default`. Saving records it, so SFT, EG-RL and generation keep one set.
+
+T-CoT cache: `cache_key` is (reasoner id, weights hash, prompt set version), what
 `embedrl.core.tcot_cache.TCoTCache` keys on. With `cache=` set (a `TCoTCache`, a path, or True
 for the default location), greedy single-sample `generate` calls read and fill that cache,
 so a target is reasoned about once and reused by training, indexing and evaluation. Sampled
@@ -29,10 +33,17 @@ from typing import Any
 import torch
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import ensure_dir, write_json
+from embedrl.core.io import ensure_dir, read_json, write_json
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, parse_tcot
-from embedrl.models.prompts import MODALITIES, PROMPT_VERSION, ROLES, build_messages, modality_of
+from embedrl.models.prompts import (
+    DEFAULT_PROMPT_SET,
+    MODALITIES,
+    ROLES,
+    build_messages,
+    get_prompt_set,
+    modality_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +91,19 @@ def _hub_commit(repo_id: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def _open_cache(cache):
+def model_identity(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """(spec, weights hash) of a reasoner: a directory by its absolute path (one id however it was
+    spelled) and the hash of its files; a Hub id by its cached commit (None when not cached)."""
+    spec = str(name_or_path)
+    path = Path(spec)
+    if path.is_dir():
+        return str(path.resolve()), directory_weights_hash(path)
+    if path.exists() or spec.startswith((".", "/")):
+        raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+    return spec, _hub_commit(spec)
+
+
+def open_cache(cache):
     if cache is None or cache is False:
         return None
     from embedrl.core.tcot_cache import TCoTCache
@@ -95,14 +118,16 @@ class Reasoner:
 
     def __init__(self, model, processor, name_or_path: str = "", device: str | torch.device | None = None,
                  weights_hash: str | None = None, cache=None, max_new_tokens: int = 128,
-                 batch_size: int = 32, modalities: Sequence[str] | None = None):
+                 batch_size: int = 32, modalities: Sequence[str] | None = None,
+                 prompt_set: str = DEFAULT_PROMPT_SET):
         self.model = model
+        self.prompt_set = get_prompt_set(prompt_set)
         self.modalities = check_modalities(modalities)
         self.processor = processor
         self.name_or_path = name_or_path or type(model).__name__
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size  # items per generate call
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
         self.generated_items = 0  # items actually generated for (cache misses included), for bookkeeping
         self._weights_hash = weights_hash
         if processor.tokenizer.pad_token is None:
@@ -124,15 +149,16 @@ class Reasoner:
 
     @property
     def cache_key(self) -> tuple[str, str, str]:
-        """(reasoner id, weights hash, prompt version): what the T-CoT cache keys on."""
-        return (self.name_or_path, self.weights_hash, PROMPT_VERSION)
+        """(reasoner id, weights hash, prompt set version): what the T-CoT cache keys on."""
+        return (self.name_or_path, self.weights_hash, self.prompt_set.version)
 
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | None = None,
                         dtype: torch.dtype | str | None = None, cache=None,
-                        processor_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Reasoner:
+                        processor_kwargs: dict[str, Any] | None = None, prompt_set: str | None = None,
+                        **kwargs: Any) -> Reasoner:
         """Load from a Hub id, a model directory, or a PEFT LoRA adapter directory.
 
         `processor_kwargs` go to `AutoProcessor.from_pretrained` (e.g. `{"max_pixels": 401408}`
@@ -140,17 +166,10 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
-        spec = str(name_or_path)
-        path = Path(spec)
-        is_dir = path.is_dir()
-        if is_dir:
-            spec = str(path.resolve())  # one id per directory, however it was spelled
-        elif path.exists() or spec.startswith((".", "/")):
-            raise EmbedrlError(f"reasoner {spec!r} is not a model directory")
+        spec, weights_hash = model_identity(name_or_path)
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
-        weights_hash = directory_weights_hash(path) if is_dir else _hub_commit(spec)
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,
-                   cache=cache, **kwargs)
+                   cache=cache, prompt_set=prompt_set or recorded_prompt_set(spec), **kwargs)
 
     @property
     def is_lora(self) -> bool:
@@ -162,21 +181,45 @@ class Reasoner:
         model = self.model.merge_and_unload() if self.is_lora and merge_lora else self.model
         model.save_pretrained(str(path))
         self.processor.save_pretrained(str(path))
-        write_json(path / REASONER_CONFIG, {"prompt_version": PROMPT_VERSION, "source": self.name_or_path})
+        write_json(path / REASONER_CONFIG, {"prompt_set": self.prompt_set.name,
+                                            "prompt_version": self.prompt_set.version, "source": self.name_or_path})
         return path
 
     # -- generation ----------------------------------------------------------------------------
 
     def collate(self, items: Sequence[Item], role: str) -> dict[str, Any]:
         """Left-padded model inputs for `items` in `role` (the prompt only, ready to generate)."""
+        return self.collate_chats([build_messages(item, role, prompt_set=self.prompt_set) for item in items])
+
+    def collate_chats(self, chats: Sequence[tuple[list[dict[str, Any]], list]]) -> dict[str, Any]:
+        """Left-padded model inputs for chats: (messages with image placeholders, their images in order)."""
         texts, images = [], []
-        for item in items:
-            messages, item_images = build_messages(item, role)
+        for messages, chat_images in chats:
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-            images.extend(item_images)
+            images.extend(chat_images)
         batch = self.processor(text=texts, images=images or None, padding=True, padding_side="left",
                                return_tensors="pt")
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def complete(self, chats: Sequence[tuple[list[dict[str, Any]], list]], num_samples: int = 1,
+                 max_new_tokens: int | None = None, **sampling: Any) -> list[list[str]]:
+        """The model's replies to chats (as `collate_chats` takes them) in one generate call, `num_samples` each.
+
+        `sampling` goes to `model.generate`; num_samples > 1 samples unless told otherwise. `embedrl serve`
+        answers chat requests with this, so a remote reasoner writes what this one would.
+        """
+        if num_samples > 1:
+            sampling.setdefault("do_sample", True)
+        tokenizer = self.processor.tokenizer
+        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
+                      "pad_token_id": tokenizer.pad_token_id, **sampling}
+        if not gen_kwargs.get("do_sample"):
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        batch = self.collate_chats(chats)
+        with torch.inference_mode():
+            generated = self.model.generate(**batch, **gen_kwargs)
+        decoded = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [[d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]] for j in range(len(chats))]
 
     def generate(self, items: Sequence[Item], role: str = "query", num_samples: int = 1, batch_size: int | None = None,
                  max_new_tokens: int | None = None, show_progress: bool | None = None, use_tcot_cache: bool = True,
@@ -222,28 +265,24 @@ class Reasoner:
 
         items = list(items)
         batch_size = batch_size or self.batch_size
-        if num_samples > 1:
-            sampling.setdefault("do_sample", True)
-        tokenizer = self.processor.tokenizer
-        gen_kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "num_return_sequences": num_samples,
-                      "pad_token_id": tokenizer.pad_token_id, **sampling}
-        if not gen_kwargs.get("do_sample"):
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         # Similar items together: fewer image/no-image mixes and less padding per batch.
         order = sorted(range(len(items)), key=lambda i: (modality_of(items[i]), len(items[i].text)))
         batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
         out: list[list[str]] = [[] for _ in items]
         show = len(batches) > 1 if show_progress is None else show_progress
         for idx in tqdm(batches, desc=f"T-CoT ({role})", unit="batch", disable=not show):
-            batch = self.collate([items[i] for i in idx], role)
-            with torch.inference_mode():
-                generated = self.model.generate(**batch, **gen_kwargs)
-            new = generated[:, batch["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                out[i] = [d.strip() for d in decoded[j * num_samples:(j + 1) * num_samples]]
+            replies = self.complete([build_messages(items[i], role) for i in idx], num_samples, max_new_tokens,
+                                    **sampling)
+            for i, texts in zip(idx, replies):
+                out[i] = texts
             self.generated_items += len(idx)
         return out
+
+
+def recorded_prompt_set(spec: str | os.PathLike) -> str:
+    """The prompt set a reasoner directory's `embedrl_reasoner.json` records (`default` if none)."""
+    saved = Path(spec) / REASONER_CONFIG
+    return read_json(saved).get("prompt_set", DEFAULT_PROMPT_SET) if saved.is_file() else DEFAULT_PROMPT_SET
 
 
 def check_modalities(modalities: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -263,8 +302,27 @@ def _parsed(text: str) -> TCoT:
     return tcot
 
 
-def load_reasoner(spec: str | os.PathLike | Reasoner, **kwargs: Any) -> Reasoner:
-    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`)."""
+BACKENDS = ("hf", "vllm")
+
+
+def load_reasoner(spec: str | os.PathLike | Reasoner, backend: str = "hf", **kwargs: Any) -> Reasoner:
+    """A Reasoner from a Hub id, a model directory or a LoRA adapter directory (see `Reasoner.from_pretrained`),
+    or an OpenAI-compatible chat endpoint, `http(s)://HOST:PORT[/v1][#MODEL]` or `openai:BASE_URL#MODEL`
+    (`embedrl.models.remote_reasoner`).
+
+    `backend` (local models): "hf" generates with transformers (CPU or GPU); "vllm" with vLLM's offline
+    engine (GPU only; `embedrl.models.vllm_reasoner`): the same prompts, parsing and T-CoT cache keys.
+    """
     if isinstance(spec, Reasoner):
         return spec
+    if str(spec).startswith(("http://", "https://", "openai:")):
+        from embedrl.models.remote_reasoner import RemoteReasoner
+
+        return RemoteReasoner(str(spec), **kwargs)
+    if backend not in BACKENDS:
+        raise EmbedrlError(f"reasoner backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm":
+        from embedrl.models.vllm_reasoner import VLLMReasoner
+
+        return VLLMReasoner.from_pretrained(spec, **kwargs)
     return Reasoner.from_pretrained(spec, **kwargs)

@@ -1,13 +1,18 @@
-"""VLM backend: any Hugging Face image-text-to-text model embeds at its last `<emb>` token.
+"""VLM backend: a Hugging Face image-text-to-text model that embeds in one of the embedding formats.
 
-Input layout (one chat, so a chat-tuned VLM reads it naturally):
-    user:      [image | frames] instruction + text
-    assistant: <thinking>{evidence}</thinking> [evidence crops | key frames] <rethink>..</rethink><answer>..</answer>
-    user:      SUMMARIZE_PROMPT
+The format (`embedrl.models.formats`) says how an item and its T-CoT become the model's input
+and which position is pooled; the default for the embedders embedrl trains is `embed-rl`, the
+paper's layout:
+
+    user:      [image] instruction + text <thinking>...</thinking>\\n [crops | key frames] <rethink>..</rethink>
+               <answer>..</answer> Summarize the above content in one word:
     assistant: <emb>
-The embedding is the last layer's hidden state at the last `<emb>`, L2-normalised. Without
-a (usable) T-CoT the assistant turn is left out and the raw item is embedded. Video frames
-are passed as an image sequence, which every image-text-to-text processor accepts.
+
+(video: the text first, then the frames as images). The embedding is the backbone's last
+hidden state (after its final norm) at the last `<emb>` -- or, for formats without a special
+token, at the last token -- L2-normalised. A broken T-CoT (see `usable_tcot`) leaves the item
+raw. The format is saved in `embedrl.json`, chosen with `format=` when loading, or detected
+from the checkpoint's files (`detect_format`).
 
 LoRA: `apply_lora()` wraps the language model's projections with PEFT adapters;
 `save_pretrained` writes the adapters in PEFT layout (plus processor and `embedrl.json`), or
@@ -17,6 +22,8 @@ directory or an adapter directory alike.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,34 +34,75 @@ import torch.nn.functional as F
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import ensure_dir
-from embedrl.core.items import Item, load_image
-from embedrl.core.tcot import TCoT, materialize, render_tcot, usable_tcot
-from embedrl.models.base import LORA_TARGETS, Embedder
+from embedrl.core.items import Item
+from embedrl.core.tcot import TCoT, usable_tcot
+from embedrl.models.base import CONFIG_NAME, LORA_TARGETS, Embedder
+from embedrl.models.formats import FORMATS, EmbeddingFormat, build_parts, detect_format, get_format
 
 logger = logging.getLogger(__name__)
 
-EMB_TOKEN = "<emb>"
-SUMMARIZE_PROMPT = "Summarize the above content and its evidence in one word:"
 
+def prepare_model(model, processor, fmt: EmbeddingFormat) -> int | None:
+    """Make `model` and `processor` ready for `fmt`; return the pooled special token's id (if any).
 
-def ensure_emb_token(model, processor) -> int:
-    """Register `<emb>` in the tokenizer (resizing embeddings if it is new); return its id."""
+    The special token is the one the checkpoint's config names (`emb_token_ids`, as Embed-RL
+    saves it), else `fmt.special_token`, added with `add_tokens` when the tokenizer lacks it;
+    the embedding matrix grows only when the tokenizer outgrows it (a Qwen vocabulary has spare
+    rows). The processor's image / video size bounds are set to the format's.
+    """
+    if fmt.processor_size is not None:
+        low, high = fmt.processor_size
+        for part in (processor.image_processor, getattr(processor, "video_processor", None)):
+            if part is not None:
+                part.size = {"shortest_edge": low, "longest_edge": high}
+    if fmt.special_token is None:
+        return None
     tok = processor.tokenizer
-    if EMB_TOKEN not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [EMB_TOKEN]}, replace_additional_special_tokens=False)
+    config = model.config
+    saved = getattr(config, "emb_token_ids", None)
+    token = tok.convert_ids_to_tokens(int(saved[0])) if saved else fmt.special_token
+    if token not in tok.get_vocab():
+        tok.add_tokens([token])
+        logger.info("added %s to the vocabulary (now %d tokens)", token, len(tok))
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok))
-        logger.info("added %s to the vocabulary (now %d tokens)", EMB_TOKEN, len(tok))
-    return tok.convert_tokens_to_ids(EMB_TOKEN)
+    token_id = tok.convert_tokens_to_ids(token)
+    config.emb_token_ids = [token_id]
+    return token_id
+
+
+def recorded_format(name_or_path: str) -> str | None:
+    """The format a model's `embedrl.json` records, else the one its files identify, else None."""
+    saved = Path(name_or_path) / CONFIG_NAME
+    if saved.is_file():
+        recorded = json.loads(saved.read_text()).get("format")
+        if recorded:
+            return recorded
+    detected = detect_format(name_or_path)
+    if detected is not None:
+        logger.info("%s: detected embedding format %s", name_or_path, detected)
+    return detected
+
+
+def resolve_format(name_or_path: str, format: str | None) -> EmbeddingFormat:
+    """The format asked for, else the model's own (`recorded_format`); an error lists the known ones."""
+    name = format or recorded_format(name_or_path)
+    if name is None:
+        raise EmbedrlError(f"{name_or_path}: cannot tell which embedding format this model uses; pass "
+                           f"--format / format= one of: {', '.join(FORMATS)}")
+    return get_format(name)
 
 
 class VLMEmbedder(Embedder):
     backend = "vlm"
 
-    def __init__(self, model, processor, name_or_path: str = "", device: str | torch.device | None = None):
+    def __init__(self, model, processor, format: str | EmbeddingFormat = "embed-rl", name_or_path: str = "",
+                 device: str | torch.device | None = None):
         self.module = model
         self.processor = processor
         self.name_or_path = name_or_path
-        self.emb_token_id = ensure_emb_token(model, processor)
+        self.format = get_format(format)
+        self.special_token_id = prepare_model(model, processor, self.format)
         self.processor.tokenizer.padding_side = "left"
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.module.to(device)
@@ -68,15 +116,25 @@ class VLMEmbedder(Embedder):
     def is_lora(self) -> bool:
         return hasattr(self.module, "peft_config")
 
+    def eval_view(self, modality: str, side: str) -> VLMEmbedder:
+        fmt = self.format.for_eval(modality, side)
+        if fmt is self.format:
+            return self
+        view = object.__new__(VLMEmbedder)
+        view.__dict__.update(self.__dict__, format=fmt)
+        return view
+
     # -- loading and saving ------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None,
-                        **kwargs: Any) -> VLMEmbedder:
+    def from_pretrained(cls, name_or_path: str, format: str | None = None, device: str | None = None,
+                        dtype: torch.dtype | None = None) -> VLMEmbedder:
         from embedrl.models.hf import load_vlm
 
-        model, processor = load_vlm(name_or_path, dtype, prepare_base=ensure_emb_token, what="embedder")
-        return cls(model, processor, name_or_path=name_or_path, device=device)
+        fmt = resolve_format(name_or_path, format)
+        model, processor = load_vlm(name_or_path, dtype, prepare_base=functools.partial(prepare_model, fmt=fmt),
+                                    what="embedder")
+        return cls(model, processor, format=fmt, name_or_path=name_or_path, device=device)
 
     def apply_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                    target_modules: str | list[str] = LORA_TARGETS) -> None:
@@ -88,8 +146,7 @@ class VLMEmbedder(Embedder):
         self.module = get_peft_model(self.module, config)
 
     def embedrl_config(self) -> dict[str, Any]:
-        return {"pooling": "last_emb_token", "emb_token": EMB_TOKEN, "summarize_prompt": SUMMARIZE_PROMPT,
-                "lora": self.is_lora, "source": self.name_or_path}
+        return {"format": self.format.name, "lora": self.is_lora, "source": self.name_or_path}
 
     def save_pretrained(self, path: str | Path, merge_lora: bool = False) -> None:
         path = ensure_dir(path)
@@ -102,53 +159,76 @@ class VLMEmbedder(Embedder):
 
     # -- the two steps -----------------------------------------------------------------------
 
-    def _conversation(self, item: Item, tcot: TCoT | None) -> tuple[list[dict], list]:
-        images: list = []
-        user: list[dict] = []
-        image = item.load_image()
-        for view in ([image] if image is not None else []) + item.load_frames():
-            user.append({"type": "image"})
-            images.append(view)
-        text = "\n".join(p for p in (item.instruction, item.text) if p)
-        if text or not user:
-            user.append({"type": "text", "text": text})
-        messages = [{"role": "user", "content": user}]
-        if tcot is not None:
-            rendered = render_tcot(tcot)
-            thinking, rest = rendered.split("</thinking>", 1)
-            evidence = materialize(item, tcot, image=image)
-            content = [{"type": "text", "text": thinking + "</thinking>"}]
-            for view in evidence.crops + [load_image(f) for f in evidence.frames]:
-                content.append({"type": "image"})
-                images.append(view)
-            content.append({"type": "text", "text": rest})
-            messages.append({"role": "assistant", "content": content})
-        messages.append({"role": "user", "content": [{"type": "text", "text": SUMMARIZE_PROMPT}]})
-        return messages, images
+    def _render(self, system: str | None, parts: list[dict]) -> str:
+        fmt = self.format
+        if fmt.template is not None:  # a literal layout
+            user = "".join(p["text"] if p["type"] == "text" else
+                           fmt.image_placeholder if p["type"] == "image" else fmt.video_placeholder for p in parts)
+            return fmt.template.replace("{system}", system or "").replace("{user}", user)
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system is not None else []
+        messages.append({"role": "user", "content": [_chat_part(p) for p in parts]})
+        if fmt.assistant is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": fmt.assistant}]})
+        return self.processor.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=fmt.generation_prompt)
 
     def collate(self, items: Sequence[Item], tcots: Sequence[TCoT | None] | None = None) -> dict[str, Any]:
-        texts, images = [], []
+        from qwen_vl_utils import fetch_image, fetch_video
+
+        fmt = self.format
+        texts, images, videos, metadata = [], [], [], []
         for i, item in enumerate(items):
             tcot = usable_tcot(tcots[i] if tcots is not None else None, item)
-            messages, item_images = self._conversation(item, tcot)
-            prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            texts.append(prompt + EMB_TOKEN)
-            images.extend(item_images)
-        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+            if tcot is not None and not fmt.reads_tcot:
+                raise EmbedrlError(f"the {fmt.name} format has no place for T-CoTs; embed without a reasoner "
+                                   "(e.g. --tcot none) or use a format that reads them (embed-rl)")
+            system, parts = build_parts(fmt, item, tcot)
+            texts.append(self._render(system, parts))
+            for part in parts:
+                if part["type"] == "image":
+                    resize = part["resize"]
+                    images.append(part["image"] if resize is None else
+                                  fetch_image({"image": part["image"], **resize.element()}, image_patch_size=resize.patch))
+                elif part["type"] == "video" and fmt.video_patch is None:
+                    videos.append(part["video"])
+                elif part["type"] == "video":
+                    video, meta = fetch_video({"video": part["video"], **fmt.video_element},
+                                              image_patch_size=fmt.video_patch, return_video_metadata=True)
+                    videos.append(video)
+                    metadata.append(meta)
+        kwargs: dict[str, Any] = dict(fmt.processor_kwargs)
+        if videos:
+            kwargs["do_sample_frames"] = False
+        if metadata:
+            kwargs["video_metadata"] = metadata
+        batch = self.processor(text=texts, images=images or None, videos=videos or None, padding=True,
+                               return_tensors="pt", **kwargs)
         return dict(batch)
 
+    def _backbone(self):
+        """The model without its LM head (e.g. Qwen2VLModel): its output is the final-norm hidden state."""
+        model = self.module.get_base_model() if self.is_lora else self.module
+        return model.model
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        out = self.module(**batch, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-        hidden = out.hidden_states[-1]
-        is_emb = batch["input_ids"] == self.emb_token_id
-        if not bool(is_emb.any(dim=1).all()):
-            raise EmbedrlError(f"an input lost its {EMB_TOKEN} token (truncated?); shorten the text or raise max length")
-        positions = torch.arange(is_emb.shape[1], device=is_emb.device)
-        last = torch.where(is_emb, positions, -1).max(dim=1).values
-        emb = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        hidden = self._backbone()(**batch, use_cache=False).last_hidden_state
+        if self.special_token_id is None:  # inputs are left-padded: the last token is the last real one
+            emb = hidden[:, -1]
+        else:
+            is_emb = batch["input_ids"] == self.special_token_id
+            if not bool(is_emb.any(dim=1).all()):
+                raise EmbedrlError(f"an input lost its {self.format.special_token} token (truncated?); "
+                                   "shorten the text or raise max length")
+            positions = torch.arange(is_emb.shape[1], device=is_emb.device)
+            last = torch.where(is_emb, positions, -1).max(dim=1).values
+            emb = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return F.normalize(emb.float(), dim=-1)
 
     def bare_forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """The model's plain forward (all-position logits) on the same inputs (the overhead baseline)."""
         return self.module(**batch, use_cache=False).logits
 
+
+def _chat_part(part: dict) -> dict:
+    """A part as a chat template reads it (the template only needs the type)."""
+    return part if part["type"] == "text" else {"type": part["type"]}

@@ -34,12 +34,13 @@ RERANKERS: dict[str, tuple[str, str, str]] = {"lcr": ("embedrl.rerank.lcr", "LCR
 def load_reranker(name: str, model: Any, options: list[str] | None = None,
                   cache: ScoreCache | str | os.PathLike | bool | None = True) -> Reranker:
     """Reranker `name` over `model` (a chat model, a loaded Reasoner, or a spec for
-    `embedrl.models.chat.load_chat_model`), its config from `options` (key=value).
+    `embedrl.models.chat.load_chat_model`; a RemoteReasoner asks its endpoint), its config from
+    `options` (key=value).
 
     `cache`: a ScoreCache, a path, True (the default location, beside the T-CoT cache) or None."""
     from embedrl.core.config import build_config
     from embedrl.core.errors import EmbedrlError
-    from embedrl.models.chat import HFChat, load_chat_model
+    from embedrl.models.chat import as_chat_model
     from embedrl.rerank.cache import ScoreCache
 
     if name not in RERANKERS:
@@ -47,10 +48,7 @@ def load_reranker(name: str, model: Any, options: list[str] | None = None,
     module, config_name, reranker_name = RERANKERS[name]
     config_class, reranker_class = (getattr(importlib.import_module(module), n) for n in (config_name, reranker_name))
     config = build_config(config_class, None, options)
-    if isinstance(model, (str, os.PathLike)):
-        model = load_chat_model(model)
-    elif hasattr(model, "processor") and hasattr(model, "name_or_path"):  # a loaded Reasoner: share its weights
-        model = HFChat.from_reasoner(model)
+    model = as_chat_model(model)  # a loaded Reasoner shares its weights
     if cache is None or cache is False:
         cache = None
     elif not isinstance(cache, ScoreCache):  # (a ScoreCache with no rows is falsy: test for None)

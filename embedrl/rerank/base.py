@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from embedrl.core.items import Item
-from embedrl.models.chat import Conversation
+from embedrl.models.chat import Chat
 from embedrl.rerank.cache import ScoreCache
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _item_parts(item: Item, label: str, with_instruction: bool) -> tuple[list[di
     return parts, images
 
 
-def conversation(query: Item, candidate: Item | None, question: str) -> Conversation:
+def conversation(query: Item, candidate: Item | None, question: str) -> Chat:
     """The query (its media, instruction and text), the candidate if any (media and text: its
     instruction is the embedder's, e.g. "Represent the given image."), then the question."""
     parts, images = _item_parts(query, "Query", True)
@@ -62,7 +62,7 @@ def conversation(query: Item, candidate: Item | None, question: str) -> Conversa
         more, more_images = _item_parts(candidate, "Candidate", False)
         parts, images = parts + more, images + more_images
     parts.append({"type": "text", "text": question})
-    return Conversation([{"role": "user", "content": parts}], images)
+    return [{"role": "user", "content": parts}], images
 
 
 def settings_digest(config: Any, leave_out: Sequence[str] = ()) -> str:

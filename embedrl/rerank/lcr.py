@@ -31,7 +31,7 @@ from typing import Any
 
 from embedrl.core.items import Item
 from embedrl.core.text import normalize_answer
-from embedrl.models.chat import Conversation, text_conversation
+from embedrl.models.chat import Chat, text_chat
 from embedrl.rerank.base import Reranked, ScoringReranker, conversation, item_text
 from embedrl.rerank.cache import pair_key
 
@@ -192,11 +192,11 @@ class LCRReranker(ScoringReranker):
 
     def judge(self, asks: list[tuple[str, str, str]]) -> list[bool]:
         prompt = self.config.entailment_prompt
-        replies = self.chat.complete([text_conversation(prompt.format(question=q, first=a, second=b))
+        replies = self.chat.complete([text_chat(prompt.format(question=q, first=a, second=b))
                                       for q, a, b in asks], max_new_tokens=ENTAILMENT_TOKENS)
         return [parse_entailment(r[0]) for r in replies]
 
-    def confidences(self, conversations: list[Conversation], questions: list[str]) -> list[tuple[float, dict]]:
+    def confidences(self, conversations: list[Chat], questions: list[str]) -> list[tuple[float, dict]]:
         """MSCP of each input, with its answers and cluster sizes."""
         cfg = self.config
         replies = self.chat.complete(conversations, n=cfg.samples, temperature=cfg.temperature,

@@ -47,6 +47,9 @@ class EmbedderTrainingConfig(TrainingArguments):
 
     model: str = field(default="", metadata={"help": "Embedder to start from: a saved/preset directory, "
                                                      "open_clip:ARCH[:TAG], or a Hub id of a VLM."})
+    format: str = field(default="", metadata={
+        "help": "Embedding format of a VLM embedder (embed-rl, vlm2vec, gme, qwen3-vl-embedding); default: the one "
+                "the model records or its files identify, else embed-rl, the paper's layout. Saved in embedrl.json."})
     train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style)."})
     data_root: str | None = field(default=None, metadata={
         "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
@@ -209,9 +212,20 @@ def build_config(config_path: str | None, overrides: list[str] | None) -> Embedd
     return config
 
 
+def training_format(model: str, asked: str) -> str | None:
+    """The format to train a VLM in: the one asked for, else the model's own, else embed-rl (the default)."""
+    from embedrl.models.base import backend_of
+    from embedrl.models.formats import DEFAULT_VLM_FORMAT
+    from embedrl.models.vlm_embedder import recorded_format
+
+    if asked or backend_of(model) != "vlm":
+        return asked or None
+    return recorded_format(model) or DEFAULT_VLM_FORMAT
+
+
 def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path:
     """Train, save the final Embedder to `config.output_dir`, and return that path."""
-    embedder = load_embedder(config.model)
+    embedder = load_embedder(config.model, format=training_format(config.model, config.format))
     if config.lora:
         if not hasattr(embedder, "apply_lora"):
             raise EmbedrlError(f"LoRA is supported for VLM embedders; {config.model} is {embedder.backend}")

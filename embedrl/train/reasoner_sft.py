@@ -34,8 +34,8 @@ from embedrl.core.tcot import check_evidence, parse_tcot, tcot_usage
 from embedrl.data.pairs import check_item_media, read_pairs
 from embedrl.models.base import LORA_TARGETS
 from embedrl.models.hf import freeze_vision_tower
-from embedrl.models.prompts import ROLES, build_messages, modality_of
-from embedrl.models.reasoner import check_modalities
+from embedrl.models.prompts import DEFAULT_PROMPT_SET, ROLES, build_messages, modality_of
+from embedrl.models.reasoner import check_modalities, recorded_prompt_set
 from embedrl.train.checkpoints import ResumesFullWeights, resume_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class ReasonerSFTConfig(SFTConfig):
     model: str = field(default="", metadata={"help": "Reasoner to start from: a model directory or a Hub id "
                                                      "of an image-text-to-text model."})
     train_data: str = field(default="", metadata={"help": "Pairs JSONL with qry_tcot / pos_tcot annotations."})
+    prompt_set: str = field(default="", metadata={
+        "help": "Reasoner prompt set: default (short prompts) or embed-rl (the paper's T-CoT prompts); default: "
+                "the one the starting model records, else default. Saved with the model."})
     data_root: str | None = field(default=None, metadata={
         "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
     processor_kwargs: dict[str, Any] | None = field(default=None, metadata={
@@ -111,9 +114,9 @@ def build_config(config: str | Path | None = None, overrides: list[str] | None =
     return cfg
 
 
-def sft_example(item: Item, role: str, tcot_text: str) -> dict[str, Any]:
+def sft_example(item: Item, role: str, tcot_text: str, prompt_set: str = DEFAULT_PROMPT_SET) -> dict[str, Any]:
     """One prompt-completion example: the generation prompt for `item` and its T-CoT as the answer."""
-    messages, images = build_messages(item, role, load=False)
+    messages, images = build_messages(item, role, load=False, prompt_set=prompt_set)
     if not all(isinstance(i, (str, Path)) for i in images):
         raise EmbedrlError("SFT examples need media as file paths, not in-memory images")
     return {"prompt": messages,
@@ -122,7 +125,8 @@ def sft_example(item: Item, role: str, tcot_text: str) -> dict[str, Any]:
 
 
 def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES,
-                 modalities: list[str] | tuple[str, ...] | None = None) -> tuple[list[dict], Counter]:
+                 modalities: list[str] | tuple[str, ...] | None = None,
+                 prompt_set: str = DEFAULT_PROMPT_SET) -> tuple[list[dict], Counter]:
     """Examples from the pairs' annotations (both roles, all modalities by default) and counts of what was skipped."""
     examples, skipped = [], Counter()
     for pair in pairs:
@@ -139,7 +143,7 @@ def sft_examples(pairs: list[Pair], roles: list[str] | tuple[str, ...] = ROLES,
             if not tcot.valid or check_evidence(tcot, item) is not None:
                 skipped["invalid annotation"] += 1
                 continue
-            examples.append(sft_example(item, role, text.strip()))
+            examples.append(sft_example(item, role, text.strip(), prompt_set))
     return examples, skipped
 
 
@@ -157,7 +161,8 @@ def train_reasoner_sft(config: ReasonerSFTConfig, resume: bool = False) -> Path:
                                   check_media=config.check_media)
     if config.max_train_pairs:
         pairs = pairs[:config.max_train_pairs]
-    examples, skipped = sft_examples(pairs, config.roles, check_modalities(config.modalities))
+    prompt_set = config.prompt_set or recorded_prompt_set(config.model)
+    examples, skipped = sft_examples(pairs, config.roles, check_modalities(config.modalities), prompt_set)
     if bad_lines:
         skipped["bad line"] += len(bad_lines)
     if not examples:
@@ -189,8 +194,9 @@ class UsableShareProbe(TrainerCallback):
     after every probe, and a resumed run reads back what it had measured."""
 
     def __init__(self, items: list[tuple[Item, str]], processor, output_dir: str | Path,
-                 resumed_from: str | None = None, max_new_tokens: int = 128):
+                 resumed_from: str | None = None, max_new_tokens: int = 128, prompt_set: str = DEFAULT_PROMPT_SET):
         self.items, self.processor, self.max_new_tokens = items, processor, max_new_tokens
+        self.prompt_set = prompt_set
         self.path = Path(output_dir) / PROBE_FILE
         self.results: list[dict[str, Any]] = []
         if resumed_from and self.path.is_file():  # what the interrupted run measured up to its checkpoint
@@ -207,7 +213,7 @@ class UsableShareProbe(TrainerCallback):
 
         was_training = model.training
         reasoner = Reasoner(model, self.processor, device=next(model.parameters()).device,
-                            max_new_tokens=self.max_new_tokens)
+                            max_new_tokens=self.max_new_tokens, prompt_set=self.prompt_set)
         usable = 0
         for role in ROLES:
             items = [item for item, r in self.items if r == role]
@@ -246,7 +252,8 @@ def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Pa
     from embedrl.models.reasoner import load_reasoner
 
     reasoner = load_reasoner(config.model, device="cpu",  # the Trainer places the model
-                             processor_kwargs=getattr(config, "processor_kwargs", None))
+                             processor_kwargs=getattr(config, "processor_kwargs", None),
+                             prompt_set=getattr(config, "prompt_set", None) or None)
     model = reasoner.model
     if getattr(config, "lora", False):
         from peft import LoraConfig, get_peft_model
@@ -262,7 +269,7 @@ def run_sft(config: SFTConfig, examples: list[dict], resume: bool = False) -> Pa
     probe = None
     if getattr(config, "probe_data", None):
         probe = UsableShareProbe(probe_items(config), reasoner.processor, config.output_dir, checkpoint,
-                                 config.probe_max_new_tokens)
+                                 config.probe_max_new_tokens, reasoner.prompt_set.name)
     trainer = ReasonerSFTTrainer(model=model, args=config, train_dataset=make_dataset(examples),
                                  processing_class=reasoner.processor, callbacks=[probe] if probe else None)
     trainer.train(resume_from_checkpoint=checkpoint)

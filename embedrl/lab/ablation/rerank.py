@@ -54,7 +54,7 @@ def evaluate_rerank(config: AblationConfig, embedder: Path, reasoner: Path | Non
         task = task.head(config.rerank_queries) if config.rerank_queries else task
         before_s, computed_before = reranker.seconds, getattr(reranker, "computed", 0)
         score, preds, timings = evaluate_task(model_embedder, task, loaded, by_set.get(spec.name, mode), ks=(1, 5),
-                                              reranker=reranker, rerank_k=config.rerank_k)
+                                              modality=spec.modality, reranker=reranker, rerank_k=config.rerank_k)
         per_query = {stage: {m: [] for m in METRICS} for stage in ("first", "reranked")}
         for row in preds:
             relevance = dict(zip(row["label"], row["rel_scores"]))

@@ -21,7 +21,11 @@ class EGRLConfig(GRPOConfig):
     """Everything `GRPOConfig` has, plus the EG-RL fields below (`beta` stays GRPO's KL weight)."""
 
     reasoner: str = field(default="", metadata={"help": "Policy to start from: the SFT reasoner (dir or Hub id)."})
-    embedder: str = field(default="", metadata={"help": "Frozen embedder that scores rollouts."})
+    embedder: str = field(default="", metadata={
+        "help": "Frozen embedder that scores rollouts: a model dir / spec, or the URL of an `embedrl serve` (its GPU)."})
+    embedder_format: str = field(default="", metadata={
+        "help": "Embedding format of a VLM embedder (embed-rl, vlm2vec, gme, qwen3-vl-embedding); default: the "
+                "one its embedrl.json records or its files identify."})
     train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style, with T-CoT annotations)."})
     data_root: str | None = field(default=None, metadata={"help": "Folder media paths are relative to."})
     format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward."})
@@ -112,6 +116,8 @@ class EGRLConfig(GRPOConfig):
             self.outcome_negatives = str(outcome_pool(self.outcome_negatives))
         except EmbedrlError as err:
             raise ValueError(str(err)) from None
+        if self.use_vllm:
+            check_vllm(self.vllm_mode)
         weights = self.active_weights()
         if not weights:
             raise ValueError("at least one of format_weight, process_weight, outcome_weight must be non-zero")
@@ -122,6 +128,19 @@ class EGRLConfig(GRPOConfig):
         process = self.process_weight if self.process_reward != "none" else 0.0
         return [(n, w) for n, w in (("format", self.format_weight), ("process", process),
                                     ("outcome", self.outcome_weight)) if w]
+
+
+def check_vllm(mode: str) -> None:
+    """`use_vllm` needs vllm and, in colocate mode (TRL's default), a CUDA GPU in this process."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("use_vllm: true needs vllm (pip install 'embedrl[vllm]'); or set use_vllm: false")
+    if mode == "colocate" and not torch.cuda.is_available():
+        raise ValueError("use_vllm: true with vllm_mode: colocate runs vLLM on this process's GPU, and there is "
+                         "none; set use_vllm: false on CPU")
 
 
 def build_egrl_config(config_path: str | None, overrides: list[str] | None) -> EGRLConfig:

@@ -17,7 +17,7 @@ import re
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import usable_tcot
-from embedrl.models.chat import text_conversation
+from embedrl.models.chat import text_chat
 from embedrl.train.egrl.rewards import _RolloutReward, flip_rewards
 from embedrl.train.egrl.rollouts import RolloutDataset
 
@@ -92,7 +92,7 @@ class FlipReward(_RolloutReward):
         out = [0.0] * len(texts)
         if rows:
             replies = self.backward.complete(
-                [text_conversation(flip_prompt(texts[row], role[row], self.reference)) for row in rows],
+                [text_chat(flip_prompt(texts[row], role[row], self.reference)) for row in rows],
                 temperature=self.temperature, max_new_tokens=self.max_new_tokens)
             rewards = flip_rewards([parse_inferred(r[0]) for r in replies],
                                    [self.real_text(pair_index[row], role[row]) for row in rows])

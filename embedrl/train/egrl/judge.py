@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from embedrl.models.chat import ChatModel, load_chat_model, text_conversation
+from embedrl.models.chat import ChatModel, load_chat_model, text_chat
 from embedrl.train.egrl.rewards import parse_choice
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def question_messages(prompt: str) -> list[dict[str, Any]]:
     """The chat turn a discriminator is asked in (training and the process reward alike)."""
-    return text_conversation(prompt).messages
+    return text_chat(prompt)[0]
 
 
 class Discriminator:
@@ -33,7 +33,7 @@ class Discriminator:
         self.chat, self.max_new_tokens = chat, max_new_tokens
 
     def choose(self, prompts: Sequence[str], n_candidates: Sequence[int]) -> list[int | None]:
-        replies = self.chat.complete([text_conversation(p) for p in prompts], max_new_tokens=self.max_new_tokens)
+        replies = self.chat.complete([text_chat(p) for p in prompts], max_new_tokens=self.max_new_tokens)
         return [parse_choice(r[0], n) for r, n in zip(replies, n_candidates, strict=True)]
 
 

@@ -11,7 +11,7 @@ from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, Pair
 from embedrl.core.tcot import TCoT, mode_covers, parse_tcot
 from embedrl.models.base import Embedder
-from embedrl.models.prompts import ROLES, build_messages, modality_of
+from embedrl.models.prompts import DEFAULT_PROMPT_SET, ROLES, build_messages, modality_of
 
 CANDIDATE_TCOTS = ("annotation", "reasoner", "none")
 
@@ -32,10 +32,11 @@ class RolloutDataset:
     """
 
     def __init__(self, pairs: Sequence[Pair], modalities: Sequence[str] | None = None,
-                 mode_by_set: dict[str, str] | None = None):
+                 mode_by_set: dict[str, str] | None = None, prompt_set: str = DEFAULT_PROMPT_SET):
         from datasets import Dataset
 
         self.pairs = list(pairs)
+        self.prompt_set = prompt_set
         unknown = sorted(set(mode_by_set or {}) - {p.dataset for p in self.pairs})
         if unknown:  # a typo would otherwise leave the dataset rolled out on both sides
             raise EmbedrlError(f"tcot_mode_by_set names {unknown}, which the training pairs do not hold "
@@ -52,7 +53,7 @@ class RolloutDataset:
         return self.pairs[i].query if role == "query" else self.pairs[i].pos
 
     def _expand(self, batch: dict[str, list]) -> dict[str, list]:
-        built = [build_messages(self.item(i, r), r) for i, r in zip(batch["pair_index"], batch["role"])]
+        built = [build_messages(self.item(i, r), r, prompt_set=self.prompt_set) for i, r in zip(batch["pair_index"], batch["role"])]
         return {**batch, "prompt": [m for m, _ in built], "images": [imgs for _, imgs in built]}
 
 
