@@ -105,7 +105,7 @@ def test_one_grpo_step_with_the_policy_inferring_its_own_flip_reward(tiny_reason
                                       "save_strategy=no"])
     trainer = build_egrl_trainer(config)
     flip = next(r for r in trainer.reward_funcs if r.__name__ == "process")
-    assert flip.backward.model is trainer.model  # the policy infers, with the weights being trained
+    assert flip.backward.reasoner.model is trainer.model  # the policy infers, with the weights being trained
     trainer.train()
     logged = [row for row in trainer.state.log_history if "rewards/process/mean" in row]
     assert logged and 0.0 <= logged[0]["rewards/process/mean"] <= 1.0

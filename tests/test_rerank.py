@@ -57,8 +57,8 @@ def test_bad_thresholds_and_names_are_clear_errors():
         load_reranker("lcr", "openai:http://x/v1#m", ["sample=3"])
     with pytest.raises(EmbedrlError, match="unknown reranker"):
         load_reranker("bm25", "openai:http://x/v1#m")
-    with pytest.raises(EmbedrlError, match="openai:BASE_URL#MODEL"):
-        load_reranker("lcr", "openai:http://x/v1")
+    with pytest.raises(EmbedrlError, match="not an http"):
+        load_reranker("lcr", "openai:ftp://x/v1#m")
 
 
 # ---------------------------------------------------------------- over an endpoint
@@ -227,8 +227,8 @@ def test_search_moves_the_answer_up_and_says_where_it_was(small_index, tmp_path,
     with ChatServer(gold_model({wanted})) as server:
         reranker = load_reranker("yes-prob", f"openai:{server.url}#m", cache=None)
         hits = retriever.search(query, k=5, reranker=reranker, rerank_k=10)[0]
-        assert len(hits) == 5 and hits[0].item["text"] == wanted and hits[0].first_rank == 6
-        assert hits[0].rerank_score == pytest.approx(0.9) and [h.first_rank for h in hits[1:]] == [0, 1, 2, 3]
+        assert len(hits) == 5 and hits[0].item["text"] == wanted and hits[0].first_rank == 7
+        assert hits[0].rerank_score == pytest.approx(0.9) and [h.first_rank for h in hits[1:]] == [1, 2, 3, 4]
         # the demo shows each result's move from the first stage
         result = DemoBackend(retriever, reranker, rerank_k=10).query(text="a small shape", k=4)
         assert result.moves == ["▲6", "▼1", "▼1", "▼1"] and "rerank" in result.timings
@@ -236,7 +236,7 @@ def test_search_moves_the_answer_up_and_says_where_it_was(small_index, tmp_path,
                      "--rerank", "yes-prob", "--rerank-model", f"openai:{server.url}#m",
                      "--tcot-cache", str(tmp_path / "c.sqlite")]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed[0]["item"]["text"] == wanted and printed[0]["first_rank"] == 6
+    assert printed[0]["item"]["text"] == wanted and printed[0]["first_rank"] == 7
     retriever.close()
     assert main(["index", "search", str(small_index), "--text", "x", "--rerank", "yes-prob"]) == 1
     assert "needs a model" in capsys.readouterr().err
@@ -284,3 +284,23 @@ def test_bench_rerank_times_each_reranker_against_the_first_stage(tiny_clip_dir,
     assert set(row["rerank"]) == {"yes-prob", "lcr"} and all(r["seconds_per_query"] > 0 for r in row["rerank"].values())
     assert main(["bench", "rerank", "--model", "m", "--data", "d", "--rerank-option", "bm25:x=1",
                  "--rerank-model", "openai:http://x/v1#m"]) == 1
+
+
+def test_the_search_route_reranks_unless_asked_not_to(small_index, tiny_clip_dir):
+    import httpx
+    from serve_helpers import serving
+
+    from embedrl.models.base import load_embedder
+
+    embedder = load_embedder(str(tiny_clip_dir))
+    with ChatServer(gold_model(set())) as model:
+        with serving(embedder, {"shapes": str(small_index)}, rerank="yes-prob", rerank_k=10,
+                     rerank_model=f"openai:{model.url}#m") as (url, _):
+            plain = httpx.post(f"{url}/v1/search", json={"query": "a small shape", "k": 10, "rerank": False}).json()
+            texts = [h["item"].get("text", "") for h in plain["hits"]]
+            assert plain["rerank"] is None and texts[6] and texts.count(texts[6]) == 1
+            model.reply = gold_model({texts[6]})
+            found = httpx.post(f"{url}/v1/search", json={"query": "a small shape", "k": 3}).json()
+    assert found["rerank"] == "yes-prob" and "rerank" in found["timings_ms"] and len(found["hits"]) == 3
+    assert [(h["rank"], h["first_rank"]) for h in found["hits"]] == [(1, 7), (2, 1), (3, 2)]
+    assert found["hits"][0]["item"]["text"] == texts[6] and found["hits"][0]["rerank_score"] == pytest.approx(0.9)

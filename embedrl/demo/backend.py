@@ -148,7 +148,7 @@ class DemoBackend:
                 t0 = time.perf_counter()
                 hits = self.retriever.rerank([item], [hits], reranker, self.rerank_k)[0]
                 timings["rerank"] = (time.perf_counter() - t0) * 1e3
-                moves = [views.movement_label(hit.first_rank, rank) for rank, hit in enumerate(hits[:k])]
+                moves = [views.movement_label(hit.first_rank - 1, rank) for rank, hit in enumerate(hits[:k])]
         return QueryResult(item, hits[:k], tcot, timings, use_tcot, moves)
 
     def compare(self, text: str = "", image: Image.Image | None = None, instruction: str = "",
@@ -250,7 +250,7 @@ class DemoBackend:
         except EmbedrlError as e:
             logger.warning("row %d: %s", hit.row, e)
         title = f"Result #{rank + 1} T-CoT" if rank is not None else "Result T-CoT"
-        first = f" · first stage #{hit.first_rank + 1}" if hit.first_rank is not None else ""
+        first = f" · first stage #{hit.first_rank}" if hit.first_rank is not None else ""
         as_written = hit.tcot if tcot is not None and hit.tcot != render_tcot(tcot) else None
         card = views.tcot_html(tcot, as_written, title=title,
                                missing="No cached T-CoT: this index was built without a reasoner.")

@@ -52,7 +52,7 @@ class Hit:
     tcot: str | None = None
     evidence: dict[str, Any] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    first_rank: int | None = None  # with a reranker: the hit's rank (0-based) in the first stage
+    first_rank: int | None = None  # with a reranker: the hit's rank in the first stage (1: its top)
     rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,7 +193,7 @@ class Retriever:
         from embedrl.rerank.base import rerank_lists
 
         for ranked in hits:
-            for rank, hit in enumerate(ranked):
+            for rank, hit in enumerate(ranked, start=1):
                 hit.first_rank = rank
         reordered, said = rerank_lists(reranker, items, hits, k, item_of=lambda h: Item.from_dict(h.item),
                                        score_of=lambda h: h.score)
