@@ -6,7 +6,17 @@ directory first (shutil.copytree) so other tests keep seeing the made preset.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input suite's summary line (tests/test_bad_inputs.py), when it ran."""
+    suite = sys.modules.get("test_bad_inputs")
+    line = suite.summary_line() if suite is not None else None
+    if line:
+        terminalreporter.write_line(line)
 
 
 def _make(tmp_path_factory, name: str):

@@ -272,3 +272,106 @@ def test_load_50_queries_from_8_threads(served):
     print("demo load test:", report)
     assert report["errors"] == 0, report["first_errors"]
     assert report["ok"] == 50 and report["p95_ms"] >= report["p50_ms"] > 0
+
+
+# ---------------------------------------------------------------- nothing silently wrong
+
+def test_an_example_whose_image_is_gone_is_left_out_with_a_log_line(tmp_path, tiny_clip_dir, caplog):
+    from embedrl.demo.app import build_app, load_backend
+    from embedrl.index.build import build_index
+    from embedrl.models.base import load_embedder
+
+    rows = []
+    for i, color in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (32, 32), color).save(tmp_path / f"{color}.png")
+        rows.append(f'{{"id": "i{i}", "image": "{color}.png"}}')
+    (tmp_path / "corpus.jsonl").write_text("\n".join(rows) + "\n")
+    build_index(load_embedder(str(tiny_clip_dir)), tmp_path / "corpus.jsonl", tmp_path / "index", distributed=False)
+    (tmp_path / "green.png").unlink()
+    backend = load_backend(tmp_path / "index")
+    with caplog.at_level("WARNING", logger="embedrl.demo.backend"):
+        assert backend.example_rows()["image_rows"] == [0, 2]
+        demo = build_app(backend)  # starts, with the two examples that load
+    assert "example row 1 left out: image not found" in caplog.text and "green.png" in caplog.text
+    demo.close()
+    backend.retriever.close()
+
+
+def _api_error(url: str, data: list) -> str:
+    import httpx
+
+    r = httpx.post(f"{url}/gradio_api/call/search", json={"data": data}, timeout=30)
+    assert r.status_code == 200
+    stream = httpx.get(f"{url}/gradio_api/call/search/{r.json()['event_id']}", timeout=60).text
+    assert "event: error" in stream
+    return stream
+
+
+def test_a_forged_path_and_a_non_numeric_k_are_refused_with_a_message(served):
+    stream = _api_error(served, ["", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "", 3, True])
+    assert "Refused: a file input must be uploaded from this page" in stream and "root:" not in stream
+    stream = _api_error(served, ["a red circle", None, "", "abc", True])
+    assert "Refused: Could not preprocess input component at index 3 (a `slider` component)" in stream
+    assert "'abc'" in stream
+
+
+def test_a_refused_upload_is_deleted_at_once(served, tmp_path):
+    from gradio.utils import get_upload_folder
+    from gradio_client import Client, handle_file
+
+    fake = tmp_path / "refused-notes-7f3a.png"
+    fake.write_text("not an image at all")
+    client = Client(served, verbose=False, download_files=False)
+    out = client.predict("", handle_file(str(fake)), "", 4, True, api_name="/search")
+    assert "not an image" in out[4]
+    assert not list(Path(get_upload_folder()).rglob(fake.name))
+
+
+def test_the_demo_removes_its_uploads_when_it_exits(tmp_path, demo_index):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("GRADIO_TEMP_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "embedrl", "-q", "demo", "--index", str(demo_index), "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.5)
+        image = tmp_path / "upload.png"
+        Image.new("RGB", (40, 40), "red").save(image)
+        Client(url, verbose=False, download_files=False).predict("", handle_file(str(image)), "", 3, True,
+                                                                 api_name="/search")
+        folders = list(tmp_path.glob("embedrl-demo-*"))
+        assert len(folders) == 1 and list(folders[0].rglob("upload.png"))  # kept while the demo runs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("embedrl-demo-*"))  # removed on exit
+
+
+def test_cli_demo_on_a_port_in_use_is_a_one_line_error(demo_index, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--index", str(demo_index), "--port", str(port)]) == 1
+    assert capsys.readouterr().err == (f"embedrl: error: cannot serve the demo on 127.0.0.1:{port}: Address already "
+                                       "in use (pass --port with a free port)\n")

@@ -772,3 +772,33 @@ def test_a_stopped_ablation_stops_its_seed_workers_and_resumes(tmp_path, synth_t
     rerun = subprocess.run(args, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert set(json.loads((out / "ablation.json").read_text())["scores"]["sft"]) == {"0", "1"}
+
+
+@pytest.mark.slow  # ~2 min: three EG-RL runs in fresh processes
+def test_sigkill_during_eg_rl_then_resume_matches_an_uninterrupted_run(tiny_reasoner_dir, tiny_clip_dir,
+                                                                         synth_tiny_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from faults import kill_when
+    from safetensors.torch import load_file
+
+    def command(out):
+        return [sys.executable, "-m", "embedrl", "train", "eg-rl", f"reasoner={tiny_reasoner_dir}",
+                f"embedder={tiny_clip_dir}", f"data_root={synth_tiny_dir}",
+                f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"output_dir={out}", "max_steps=4",
+                "save_steps=1", "save_total_limit=10", "per_device_train_batch_size=4", "num_generations=2",
+                "max_completion_length=16", "use_cpu=true", "logging_steps=1", "max_train_pairs=8"]
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(command(tmp_path / "reference"), check=True, capture_output=True, env=env, timeout=600)
+    out = tmp_path / "killed"
+    assert kill_when(command(out), out / "checkpoint-2" / "trainer_state.json", env=env, timeout=600) == -9
+    assert not (out / "embedrl_reasoner.json").exists()
+    resumed = subprocess.run([*command(out), "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    final, reference = (load_file(str(path / "model.safetensors")) for path in (out, tmp_path / "reference"))
+    assert final.keys() == reference.keys()
+    assert all(torch.equal(final[k], reference[k]) for k in final)

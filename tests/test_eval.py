@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import SimulatedCrash, crash_before_replace
 from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
@@ -276,11 +279,12 @@ def test_runner_metrics_in_every_layout(clip, toy_root, tmp_path):
     assert set(saved) == {"metadata", "metrics"} and saved["metadata"]["main_metrics"]["Toy-Doc"] == "ndcg_linear@5"
 
 
-def test_killed_run_resumes_without_recomputing(clip, toy_root, tmp_path):
+def test_killed_run_resumes_without_recomputing(clip, toy_root, tmp_path, monkeypatch):
     root, registry = toy_root
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match="crash_after"):
-        evaluate(clip, registry, root, out, batch_size=8, crash_after=1)
+    with monkeypatch.context() as patch, pytest.raises(SimulatedCrash):
+        crash_before_replace(patch, "*_score.json", 2)  # the second dataset's predictions are written, not its score
+        evaluate(clip, registry, root, out, batch_size=8)
     specs = load_registry(registry)
     first = score_path(out, specs[0])
     assert first.is_file() and not score_path(out, specs[1]).exists()
@@ -291,6 +295,25 @@ def test_killed_run_resumes_without_recomputing(clip, toy_root, tmp_path):
     assert set(run.results["metrics"]) == {"image", "video", "visdoc"}
     again = evaluate(clip, registry, root, out, batch_size=8)
     assert again.computed == [] and len(again.resumed) == 3
+
+
+def test_sigkill_during_eval_then_rerun_equals_an_uninterrupted_run(clip, tiny_clip_dir, toy_root, tmp_path):
+    root, registry = toy_root
+    out = tmp_path / "out"
+    args = ["eval", "mmeb", "--model", str(tiny_clip_dir), "--data-root", str(root), "--registry", str(registry),
+            "--out", str(out), "--batch-size", "8", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "faults.py"), "--kill-before-replace",
+                             "*_score.json@2", "--", *args], capture_output=True, env=env, timeout=300)
+    assert killed.returncode == -9
+    assert (out / "video" / "Toy-V2V_pred.jsonl").is_file() and not (out / "video" / "Toy-V2V_score.json").exists()
+    rerun = subprocess.run([sys.executable, "-m", "embedrl", *args], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "computed 2, resumed 1, missing 0" in rerun.stdout
+    reference = evaluate(clip, registry, root, tmp_path / "reference", batch_size=8).results["metrics"]
+    resumed = json.loads((out / "results.json").read_text())["metrics"]
+    assert resumed == reference
 
 
 def test_missing_dataset_is_listed_not_fatal(clip, toy_root, tmp_path):
@@ -486,3 +509,97 @@ def test_global_ranking_in_chunks_equals_one_shot(monkeypatch):
     ranked, scores, _ = mmeb.rank_task(task, q, c, top=10)
     assert np.array_equal(np.stack(ranked), rank_scores(q @ c.T, top=10))
     assert all(list(r).index(3) < list(r).index(7) for r in ranked if 3 in r and 7 in r)
+
+
+# ---------------------------------------------------------------- nothing silently wrong
+
+def _other_clip(tiny_clip_dir):
+    import torch
+
+    from embedrl.models.base import load_embedder
+
+    other = load_embedder(str(tiny_clip_dir))
+    with torch.no_grad():
+        next(other.module.parameters()).add_(0.05)
+    return other
+
+
+def test_a_rerun_with_another_model_is_refused_and_results_never_mix(clip, tiny_clip_dir, toy_root, tmp_path):
+    root, registry = toy_root
+    out = tmp_path / "out"
+    evaluate(clip, registry, root, out, batch_size=8)
+    spec = load_registry(registry)[0]
+    fingerprint = json.loads(score_path(out, spec).read_text())["fingerprint"]
+    assert fingerprint["model"]["hash"] == clip.fingerprint() and fingerprint["tcot_mode"] == "none"
+    assert fingerprint["reasoner"] is None and len(fingerprint["data"]) == 40
+
+    other = _other_clip(tiny_clip_dir)
+    with pytest.raises(EmbedrlError, match=r"holds scores of another run: Toy-I2I differs in model hash.*--overwrite"):
+        evaluate(other, registry, root, out, batch_size=8)
+    with pytest.raises(EmbedrlError, match="T-CoT mode"):  # another mode of the same model is another run too
+        evaluate(clip, registry, root, out, batch_size=8, reasoner=EchoReasoner(), tcot_mode="query")
+    # a run of other datasets would still leave the first model's scores beside the new ones: refused as well
+    with pytest.raises(EmbedrlError, match="another run"):
+        evaluate(other, registry, root, out, datasets=["Toy-Doc"], batch_size=8)
+
+    run = evaluate(other, registry, root, out, batch_size=8, overwrite=True)
+    assert run.computed == ["Toy-I2I", "Toy-V2V", "Toy-Doc"] and run.resumed == []
+    fresh = evaluate(other, registry, root, tmp_path / "fresh", batch_size=8).results["metrics"]
+    assert run.results["metrics"] == fresh  # only the second model's scores
+    assert run.results["metadata"]["model_name"] == other.name_or_path
+
+
+def test_scores_of_changed_data_are_recomputed_and_said_so(clip, toy_root, tmp_path, caplog):
+    root, registry = toy_root
+    out = tmp_path / "out"
+    evaluate(clip, registry, root, out, batch_size=8)
+    rows = root / "image-tasks" / "Toy-I2I.jsonl"
+    rows.write_text(rows.read_text().splitlines()[0] + "\n")  # one query left
+    with caplog.at_level("WARNING", logger="embedrl.eval.mmeb"):
+        run = evaluate(clip, registry, root, out, batch_size=8)
+    assert run.recomputed == {"Toy-I2I": "its data changed since it was scored"}
+    assert run.computed == ["Toy-I2I"] and run.resumed == ["Toy-V2V", "Toy-Doc"]
+    assert run.results["metrics"]["image"]["Toy-I2I"]["num_data"] == 1
+    assert "Toy-I2I: its data changed since it was scored; recomputing" in caplog.text
+
+
+def test_cli_eval_with_a_missing_data_root_fails_before_writing_anything(tiny_clip_dir, tmp_path, capsys):
+    import embedrl.cli as cli
+
+    out = tmp_path / "out"
+    assert cli.main(["eval", "mmeb", "--model", str(tiny_clip_dir), "--data-root", str(tmp_path / "nowhere"),
+                     "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"embedrl: error: data root {tmp_path / 'nowhere'} is not a directory\n"
+    assert not out.exists()
+
+
+def test_report_names_scores_on_another_scale_nan_missing_metrics_and_unknown_datasets(tmp_path, caplog):
+    path = _leaderboard_json(tmp_path / "odd.json")
+    data = json.loads(path.read_text())
+    image = data["metrics"]["image"]
+    names = sorted(image)
+    image[names[0]]["hit@1"] = 81.9        # a 0-100 scale
+    image[names[1]]["hit@1"] = float("nan")
+    del image[names[2]]["hit@1"]           # no main metric
+    image["MSCOCO_t2ii"] = {"hit@1": 0.5}  # misspelled
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="embedrl.eval.report"):
+        md, (s,) = report([path], with_baselines=False)
+    assert s.overall.n == 75 and s.modalities["image"].cell() == "60.00* (33/36)"  # the odd values left out
+    assert f"{names[0]}: hit@1 = 81.9 is outside 0-1" in caplog.text
+    assert f"{names[1]}: hit@1 is NaN" in caplog.text
+    assert f"{names[2]}: no number for its main metric 'hit@1' (it has: ndcg_linear@5)" in caplog.text
+    assert "MSCOCO_t2ii: not a dataset of this registry (did you mean MSCOCO_t2i?)" in caplog.text
+    assert "## Problems" in md and "MSCOCO_t2ii" in md
+    assert f"odd lacks: {', '.join(sorted([names[0], names[1], names[2]], key=list(s.datasets).index))}" in md
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"metadata": "a string", "metrics": {}}', "'metadata' must be a mapping"),
+    (b'{"metadata": {"model_name": "caf\xe9"}, "metrics": {}}', r"bad\.json:1: not UTF-8 text \(byte 0xe9\)"),
+])
+def test_report_refuses_malformed_result_files_with_one_line(tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    with pytest.raises(EmbedrlError, match=message):
+        report([bad])

@@ -26,9 +26,9 @@ from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 from embedrl.core.tcot_cache import CacheKey, TCoTCache
 from embedrl.data.corpus import Corpus, read_corpus
 from embedrl.index import faiss_index as fx
+from embedrl.index.add import add_to_index
 from embedrl.index.build import (
     MANIFEST,
-    add_to_index,
     build_from_vectors,
     build_index,
     load_manifest,
@@ -479,6 +479,178 @@ def test_a_reasoner_limited_to_images_leaves_text_items_raw_in_the_index(tmp_pat
     assert hits["t0"].tcot is None and hits["t1"].tcot is None
     assert hits["i0"].tcot is not None and hits["i1"].tcot is not None
     assert r._query_reasoner().modalities == ("image",)  # loaded from the manifest, limited alike
+
+
+# ---------------------------------------------------------------- nothing silently wrong
+
+def _texts(n: int, offset: int = 0) -> list[Item]:
+    return [Item(text=f"a {COLORS[i % len(COLORS)]} square number {i}", id=f"t{i}") for i in range(offset, offset + n)]
+
+
+def test_a_rebuild_with_another_factory_keeps_the_added_items(tmp_path, clip, capsys):
+    from embedrl.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in _texts(16)))
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in _texts(5, offset=16)))
+    out = tmp_path / "idx"
+    build = ["index", "build", "--model", clip.name_or_path, "--corpus", str(corpus), "--out", str(out),
+             "--shard-size", "6"]
+    assert main(build) == 0
+    assert main(["index", "add", str(out), "--corpus", str(more)]) == 0
+    assert load_manifest(out)["count"] == 21
+    capsys.readouterr()
+    assert main([*build, "--factory", "HNSW32"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 21
+    r = Retriever.from_dir(out, model=clip)
+    assert r.manifest["factory"] == "HNSW32" and sorted(r.store.ids()) == sorted(f"t{i}" for i in range(21))
+    assert r.search(_texts(1, offset=19)[0], k=1)[0][0].id == "t19"
+    assert sorted(p.name for p in out.glob("*.faiss")) == [r.manifest["index_file"]]  # the replaced files are gone
+
+
+def test_adding_ids_the_index_holds_is_refused_or_skipped_and_reported(tmp_path, clip):
+    out = tmp_path / "idx"
+    build_index(clip, Corpus(_texts(6)), out, distributed=False)
+    with pytest.raises(EmbedrlError, match=r"2 item id\(s\) are already in .*: t4, t5\. .*--duplicates skip"):
+        add_to_index(out, _texts(4, offset=4), clip)
+    assert load_manifest(out)["count"] == 6  # nothing was added
+    result = add_to_index(out, _texts(4, offset=4), clip, duplicates="skip")
+    assert result["added"] == 2 and result["count"] == 8
+    assert result["skipped"] == [{"id": "t4", "reason": "id already in the index"},
+                                 {"id": "t5", "reason": "id already in the index"}]
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["skipped_count"] == 2 and report["adds"][-1]["skipped"] == 2
+    r = Retriever.from_dir(out, model=clip)
+    ids = [h.id for h in r.search(_texts(1, offset=5)[0], k=8)[0]]
+    assert sorted(ids) == sorted(f"t{i}" for i in range(8))  # every item once
+
+
+def test_a_failed_rebuild_leaves_the_old_index_loadable(tmp_path, clip, capsys):
+    from embedrl.cli import main
+
+    out = tmp_path / "idx"
+    build_index(clip, Corpus(_texts(12)), out, distributed=False)
+    before = load_manifest(out)
+    with pytest.raises(EmbedrlError, match="at least 256 vectors"):
+        build_index(clip, Corpus(_texts(12)), out, factory="IVF256,Flat", distributed=False)
+    assert load_manifest(out) == before
+    r = Retriever.from_dir(out, model=clip)
+    assert len(r) == 12 and r.search(_texts(1, offset=3)[0], k=1)[0][0].id == "t3"
+    # a replacing build (--overwrite) that fails also leaves the old index whole until it is complete
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "image": str(tmp_path / "missing.png")}) + "\n")
+    assert main(["index", "build", "--model", clip.name_or_path, "--corpus", str(bad), "--out", str(out),
+                 "--overwrite"]) == 1
+    assert "no item of the corpus could be encoded" in capsys.readouterr().err
+    assert load_manifest(out) == before and len(Retriever.from_dir(out, model=clip)) == 12
+
+
+def test_media_paths_of_a_relative_corpus_are_stored_resolved(tmp_path, clip, image_folder, monkeypatch):
+    from embedrl.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data / "img")
+    (data / "corpus.jsonl").write_text(json.dumps({"id": "b", "image": "img/02_blue.png"}) + "\n"
+                                       + json.dumps({"id": "f", "frames": ["img/01_green.png", "img/04_purple.png"]})
+                                       + "\n")
+    monkeypatch.chdir(data)
+    assert main(["index", "build", "--model", clip.name_or_path, "--corpus", "corpus.jsonl", "--out", "idx"]) == 0
+    assert main(["index", "build", "--model", clip.name_or_path, "--corpus", "img", "--out", "folder"]) == 0
+    monkeypatch.chdir(tmp_path)  # somewhere else: the stored paths still name the files
+    hits = {h.id: h for h in Retriever.from_dir(data / "idx", model=clip).search(Item(text="blue"), k=2)[0]}
+    assert hits["b"].item["image"] == str(data / "img" / "02_blue.png")
+    assert all(Path(f).is_absolute() and Path(f).is_file() for f in hits["f"].item["frames"])
+    stored = Retriever.from_dir(data / "folder", model=clip).store.get_many([0])[0]["item"]["image"]
+    assert Path(stored).is_absolute() and Path(stored).is_file()
+
+
+def test_an_all_bad_corpus_writes_the_report_it_points_to_and_add_skips_join_it(tmp_path, clip, image_folder,
+                                                                                 capsys):
+    from embedrl.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"id": f"x{i}", "image": str(image_folder / "05_corrupt.png")}) + "\n"
+                           for i in range(3)))
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", clip.name_or_path, "--corpus", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"embedrl: error: no item of the corpus could be encoded (see {out / 'build_report.json'})\n"
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["skipped_count"] == 3 and "cannot read image" in report["skipped"][0]["reason"]
+
+    good = tmp_path / "good"
+    build_index(clip, Corpus(_texts(4)), good, distributed=False)
+    result = add_to_index(good, read_corpus(bad), clip)
+    assert result["added"] == 0 and [s["id"] for s in result["skipped"]] == ["x0", "x1", "x2"]
+    report = json.loads((good / "build_report.json").read_text())
+    assert report["skipped_count"] == 3 and report["adds"][0]["skipped"] == 3
+    assert json.loads(_cli("index", "info", str(good)).stdout)["build_report"]["skipped_count"] == 3
+
+
+def test_sigkill_during_add_then_rerun_equals_an_uninterrupted_add(tmp_path, tiny_clip_dir, clip):
+    corpus, more = tmp_path / "corpus.jsonl", tmp_path / "more.jsonl"
+    corpus.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in _texts(10)))
+    more.write_text("".join(json.dumps(item.to_dict()) + "\n" for item in _texts(6, offset=10)))
+    out = tmp_path / "idx"
+    build_index(clip, corpus, out, distributed=False, shard_size=4)
+    before = load_manifest(out)
+    add = ["index", "add", str(out), "--corpus", str(more)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "faults.py"), "--kill-before-replace",
+                             MANIFEST, "--", *add], capture_output=True, env=env, cwd=REPO, timeout=300)
+    assert killed.returncode == -9  # rows appended to the store, new index file written, manifest not yet
+    assert load_manifest(out) == before and len(Retriever.from_dir(out, model=clip)) == 10
+    assert json.loads(_cli(*add).stdout)["count"] == 16
+    build_index(clip, corpus, tmp_path / "ref", distributed=False, shard_size=4)
+    add_to_index(tmp_path / "ref", read_corpus(more), clip)
+    ids, vectors = _index_contents(out)
+    ref_ids, ref_vectors = _index_contents(tmp_path / "ref")
+    assert ids == ref_ids
+    np.testing.assert_allclose(vectors, ref_vectors, atol=1e-6)
+
+
+def test_a_batch_size_below_one_is_a_clear_error(tmp_path, clip, capsys):
+    from embedrl.cli import main
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": "x"}) + "\n")
+    assert main(["index", "build", "--model", clip.name_or_path, "--corpus", str(corpus), "--out",
+                 str(tmp_path / "idx"), "--batch-size", "0"]) == 1
+    assert capsys.readouterr().err == "embedrl: error: batch size must be at least 1, not 0 (items per encoder batch)\n"
+    assert not (tmp_path / "idx").exists()
+
+
+def _can_mount_privately() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow  # three builds in fresh processes
+@pytest.mark.skipif(not _can_mount_privately(), reason="no private mount namespaces here (unshare)")
+def test_a_full_disk_at_any_point_of_a_build_is_a_one_line_error(tmp_path, clip, synth_tiny_dir):
+    """The build's output on a real full disk (a small tmpfs in a private mount namespace), filled at three points:
+    shards, the FAISS index file, the metadata store."""
+    corpus = synth_tiny_dir / "corpus.jsonl"
+    build_index(clip, corpus, tmp_path / "reference", shard_size=64, distributed=False)
+    total = sum(p.stat().st_size for p in (tmp_path / "reference").rglob("*") if p.is_file())
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    command = [sys.executable, "-m", "embedrl", "-q", "index", "build", "--model", clip.name_or_path, "--corpus",
+               str(corpus), "--shard-size", "64", "--out", str(mount / "out")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    failed_at = set()
+    for share in (0.3, 0.55, 0.85):
+        size = int(total * share) // 4096 * 4096
+        proc = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c",
+                               f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(mount), *command],
+                              capture_output=True, text=True, env=env, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0].startswith(f"embedrl: error: cannot write {mount / 'out'}/")
+        failed_at.add(Path(lines[0].split()[4].rstrip(":")).name.split(".")[0].lstrip("."))
+    assert len(failed_at) >= 2, failed_at  # not always the same writer
 
 
 class ProseReasoner(WordReasoner):

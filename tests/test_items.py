@@ -1,6 +1,7 @@
 """Items hash by content; pairs files fail loudly (file:line) or skip and count bad lines."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -91,3 +92,39 @@ def test_decompression_bomb_is_refused(tmp_path):
     Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
     with pytest.raises(EmbedrlError, match="over the limit"):
         load_image(tmp_path / "big.png", max_pixels=10_000)
+
+
+def test_frames_given_as_a_string_are_refused_not_read_letter_by_letter(img_dir):
+    from embedrl.data.corpus import read_corpus
+
+    corpus = _write(img_dir / "corpus.jsonl", [{"id": "v", "frames": "red.png"}])
+    with pytest.raises(EmbedrlError, match=r"corpus\.jsonl:1: 'frames' must be a list of frame paths, not a string; "
+                                           r'write \["red.png"\]'):
+        read_corpus(corpus)
+    corpus = _write(img_dir / "corpus.jsonl", [{"id": "v", "frames": ["red.png", "blue.png"]}])
+    assert read_corpus(corpus).items[0].frames == [str(img_dir / "red.png"), str(img_dir / "blue.png")]
+
+    row = {"qry": "a video", "pos_text": "x"}
+    for bad, message in [({"qry_frames": "red.png"}, "'qry_frames' must be a list of frame paths, not a string"),
+                         ({"neg_frames": ["red.png", "blue.png"]}, "'neg_frames' must hold one list of frame paths "
+                                                                   "per hard negative")]:
+        path = _write(img_dir / "pairs.jsonl", [{**row, **bad}])
+        with pytest.raises(EmbedrlError, match=rf"pairs\.jsonl:1: {message}"):
+            read_pairs(path)
+    path = _write(img_dir / "pairs.jsonl", [{**row, "neg_frames": [["red.png", "blue.png"]]}])
+    assert read_pairs(path)[0][0].negs[0].frames == [str(img_dir / "red.png"), str(img_dir / "blue.png")]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("qry", 7, "'qry' must be a string, not a number (7)"),
+    ("pos_text", ["a"], "'pos_text' must be a string, not a list"),
+    ("neg_image_path", 5, "'neg_image_path' must be a file path (a string), not a number (5)"),
+    ("qry_image_path", {"p": 1}, "'qry_image_path' must be a file path (a string), not an object"),
+    ("qry_tcot", 5, "'qry_tcot' must be a string, not a number"),
+])
+def test_pairs_fields_of_the_wrong_json_type_name_the_line_and_field(img_dir, field, value, message):
+    path = _write(img_dir / "pairs.jsonl", [{"qry": "a", "pos_text": "b"}, {"qry": "a", "pos_text": "b", field: value}])
+    with pytest.raises(EmbedrlError, match=rf"pairs\.jsonl:2: {re.escape(message)}"):
+        read_pairs(path)
+    pairs, skipped = read_pairs(path, skip_bad=True)
+    assert len(pairs) == 1 and skipped[0].startswith(f"{path}:2: {message}")

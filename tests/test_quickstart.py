@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import embedrl.lab.quickstart as quickstart
 from embedrl.cli import main
 
@@ -49,3 +51,52 @@ def test_quickstart_tiny_end_to_end_resumes_after_a_crash(tmp_path, capsys, capl
         assert main(argv) == 0
     assert _stages_run(caplog) == [] and any("already done" in r.message for r in caplog.records)
     assert json.loads((out / "report.json").read_text())["ablation"] == report["ablation"]
+
+
+def test_a_rerun_with_other_settings_is_refused_not_mixed_into_the_report(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "qs"
+
+    def stop(*args):
+        raise OSError("stopped here")
+
+    import embedrl.lab.synth.benchmark as benchmark
+
+    monkeypatch.setattr(benchmark, "generate_benchmark", stop)
+    assert main(["quickstart", "--out", str(out), "--size", "tiny"]) == 1  # the run starts, then stops
+    capsys.readouterr()
+    assert main(["quickstart", "--out", str(out), "--size", "small"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"embedrl: error: {out} holds a quickstart run made with other settings (differs in: "
+                          "data_size, eg_rl_overrides, embedder_overrides, eval_queries")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.slow  # ~5 min idle (much more under load): the tiny quickstart three times, in fresh processes
+@pytest.mark.timeout(3600)
+def test_sigkill_during_the_quickstart_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from faults import kill_when
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def command(out):
+        return [sys.executable, "-m", "embedrl", "quickstart", "--out", str(out), "--size", "tiny"]
+
+    subprocess.run(command(tmp_path / "reference"), check=True, capture_output=True, env=env, timeout=900)
+    out = tmp_path / "killed"
+    # killed in the reasoner's SFT, once the embedder stage is done
+    assert kill_when(command(out), out / "embedder" / "embedrl.json", env=env, timeout=900) == -9
+    assert not (out / "report.json").exists()
+    subprocess.run(command(out), check=True, capture_output=True, env=env, timeout=900)
+    resumed, reference = (json.loads((path / "report.json").read_text()) for path in (out, tmp_path / "reference"))
+    assert resumed["ablation"] == reference["ablation"]
+    from embedrl.index.search import Retriever
+
+    a, b = (Retriever.from_dir(path / "index", load_model=False) for path in (out, tmp_path / "reference"))
+    assert a.store.ids() == b.store.ids()
+    assert (a.index.reconstruct_n(0, a.index.ntotal) == b.index.reconstruct_n(0, b.index.ntotal)).all()

@@ -204,6 +204,11 @@ def test_evaluation_reranks_the_top_k_and_reports_the_first_stage_and_the_cost(t
     rows = [json.loads(line) for line in (tmp_path / "out" / "image" / "Toy-QA_pred.jsonl").read_text().splitlines()]
     assert all(row["prediction"][0] == row["label"][0] for row in rows)
     assert sorted(rows[0]["first_stage"]) == sorted(rows[0]["prediction"]) and len(rows[0]["rerank_scores"]) == 4
+    # the same --out without reranking (or with another k) is another run: refused, not resumed
+    for other in ([], ["--rerank", "yes-prob", "--rerank-k", "3", "--rerank-model", "openai:http://127.0.0.1:9/v1#m"]):
+        assert main(["eval", "mmeb", "--model", str(tiny_clip_dir), "--registry", str(registry), "--data-root",
+                     str(tmp_path), "--out", str(tmp_path / "out"), *other, "--no-report"]) == 1
+        assert "differs in reranking" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -326,7 +326,7 @@ def test_concurrent_requests_are_encoded_together(embedder):
 
 
 def test_index_add_is_picked_up_without_a_restart(embedder, index_dir, tmp_path, synth_tiny_dir):
-    from embedrl.index.build import add_to_index
+    from embedrl.index.add import add_to_index
 
     copy = tmp_path / "index"
     shutil.copytree(index_dir, copy)

@@ -2,13 +2,12 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from faults import kill_when
 from PIL import Image, ImageDraw
 
 from embedrl.cli import main
@@ -196,13 +195,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_clip_dir, pairs_
     subprocess.run(command(reference), check=True, capture_output=True, timeout=300)
     out = tmp_path / "killed"
     cmd = command(out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoint-8" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert kill_when(cmd, out / "checkpoint-8" / "trainer_state.json") == -9
     assert not (out / "checkpoint-24").exists()
 
     result = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from embedrl import __version__
 from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import DISK_ERRNOS, write_failed
 
 # "module:function" taking the top-level subparsers, called in this order: `--help` lists groups in
 # the order they are first made, and a group's commands in the order they are added to it.
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EmbedrlError as e:
         print(f"embedrl: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk met outside embedrl's own writers (a library saving a checkpoint)
+        if e.errno not in DISK_ERRNOS:
+            raise
+        print(f"embedrl: error: {write_failed(e.filename, e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("embedrl: interrupted", file=sys.stderr)

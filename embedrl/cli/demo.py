@@ -37,7 +37,7 @@ def cmd_demo(args) -> int:
 
     if args.concurrency < 1:
         raise EmbedrlError("--concurrency must be at least 1")
-    if args.max_upload_mb <= 0 or args.max_pixels < 1:
+    if not args.max_upload_mb > 0 or args.max_pixels < 1:  # (not > 0: NaN too)
         raise EmbedrlError("--max-upload-mb and --max-pixels must be positive")
     if args.rerank_k < 1:
         raise EmbedrlError("--rerank-k must be at least 1")

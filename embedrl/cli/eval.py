@@ -52,6 +52,9 @@ def register(sub) -> None:
                        help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
         add_rerank_args(p, "the --reasoner")
+        p.add_argument("--overwrite", action="store_true",
+                       help="recompute scores in --out made by another model, reasoner or T-CoT mode (refused "
+                            "otherwise, so results.json never mixes runs)")
         p.add_argument("--no-report", action="store_true", help="do not print the summary table")
         p.set_defaults(func=cmd_run)
 
@@ -97,7 +100,7 @@ def parse_tcot_sets(pairs: list[str] | None) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from embedrl.eval.mmeb import evaluate
+    from embedrl.eval.mmeb import check_inputs, check_tcot_modes, evaluate
     from embedrl.eval.report import report
     from embedrl.models.base import load_embedder
 
@@ -108,6 +111,8 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
+    all_specs, _ = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
+    check_tcot_modes(args.tcot, by_set, args.reasoner, [s.name for s in all_specs])
     embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
@@ -120,9 +125,11 @@ def cmd_run(args) -> int:
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
                    metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")},
-                   reranker=reranker, rerank_k=args.rerank_k)
+                   reranker=reranker, rerank_k=args.rerank_k, overwrite=args.overwrite)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
+    for name, reason in run.recomputed.items():
+        print(f"  recomputed {name}: {reason}")
     for _name, reason in run.missing.items():
         print(f"  missing: {reason}")
     if run.timings:

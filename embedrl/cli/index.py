@@ -64,7 +64,10 @@ def register(sub) -> None:
     p.add_argument("--model", help="another copy of the index's embedder (default: the one in the manifest)")
     add_format_option(p)
     p.add_argument("--reasoner", help="the index's reasoner (default: the one in the manifest)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
+    p.add_argument("--duplicates", choices=("refuse", "skip"), default="refuse",
+                   help="items whose id the index already holds: refuse the add (default) or leave them out "
+                        "(listed in the output and in build_report.json)")
     p.add_argument("--tcot-cache", help="T-CoT cache file")
     p.set_defaults(func=cmd_add)
 
@@ -147,7 +150,8 @@ def cmd_info(args) -> int:
 
 def cmd_add(args) -> int:
     from embedrl.data.corpus import read_corpus
-    from embedrl.index.build import add_to_index, load_manifest
+    from embedrl.index.add import add_to_index
+    from embedrl.index.build import load_manifest
     from embedrl.models.base import load_embedder
     from embedrl.models.reasoner import load_reasoner
 
@@ -160,8 +164,9 @@ def cmd_add(args) -> int:
     reasoner = (load_reasoner(reasoner_spec, modalities=built_with.get("modalities"),
                               prompt_set=built_with.get("prompt_set")) if reasoner_spec else None)
     corpus = read_corpus(args.corpus, args.corpus_type, args.data_root)
-    result = add_to_index(args.dir, corpus, load_embedder(spec, format=args.format or manifest["embedder"].get("format")), reasoner=reasoner, cache=args.tcot_cache,
-                          batch_size=args.batch_size)
+    embedder = load_embedder(spec, format=args.format or manifest["embedder"].get("format"))
+    result = add_to_index(args.dir, corpus, embedder, reasoner=reasoner, cache=args.tcot_cache,
+                          batch_size=args.batch_size, duplicates=args.duplicates)
     _print(result)
     return 0
 
@@ -185,6 +190,8 @@ def cmd_search(args) -> int:
 
     if not (args.text or args.image or args.frames):
         raise EmbedrlError("give a query: --text, --image and/or --frames")
+    if args.k < 1:
+        raise EmbedrlError(f"-k {args.k}: the number of hits must be at least 1")
     frames = None
     if args.frames:
         from embedrl.data.corpus import read_video_folder

@@ -1,12 +1,16 @@
 """Small file helpers shared by every part: atomic writes, JSONL with line-numbered errors.
 
 Everything embedrl writes goes through `atomic_write` (temp file in the same folder, fsync,
-rename), so an interrupted job never leaves a half-written file that looks complete.
+rename), so an interrupted job never leaves a half-written file that looks complete. Written
+files get the permissions the umask gives any new file (a temp file alone would be 0600), and
+a failed write (a full disk, a read-only folder) is an `EmbedrlError` naming the file. Readers
+decode UTF-8 and name the file (and line) holding bytes that are not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -17,6 +21,35 @@ from typing import Any
 from embedrl.core.errors import EmbedrlError
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it,
+    which would race with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_failed(path: str | os.PathLike | None, error: OSError) -> EmbedrlError:
+    """A write that the system refused, as a one-line error naming the file and what to do."""
+    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+            errno.EFBIG: "the file system or a limit refuses a file this large; write elsewhere",
+            errno.EROFS: "the file system is read-only; write elsewhere",
+            errno.EACCES: "no permission; write elsewhere"}.get(error.errno, "check the folder and retry")
+    return EmbedrlError(f"cannot write {path or 'a file'}: {error.strerror or error} ({hint})")
+
+
+def database_write_failed(path: str | os.PathLike, error: Exception) -> EmbedrlError:
+    """An sqlite write that failed ("database or disk is full", a read-only folder), as one line naming the file."""
+    return EmbedrlError(f"cannot write {path}: {error} (free some space, or write elsewhere)")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
     """Open a temp file beside `path`; on clean exit it replaces `path` in one rename."""
@@ -24,16 +57,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     ensure_dir(path.parent)
     if "b" in mode:
         encoding = None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_failed(path, e) from e
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise write_failed(path, e) from e
         raise
 
 
@@ -55,12 +94,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A whole text file, decoded as UTF-8; a missing file or other bytes name the file."""
     path = Path(path)
     if not path.is_file():
-        raise EmbedrlError(f"file not found: {path}")
+        raise EmbedrlError(f"{what} not found: {path}")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise EmbedrlError(f"{path}:{line}: {_not_utf8(e)}") from None
+
+
+def _not_utf8(e: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the file as UTF-8"
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise EmbedrlError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
 
@@ -84,15 +138,20 @@ def iter_jsonl(path: str | os.PathLike, errors: list[str] | None = None) -> Iter
     path = Path(path)
     if not path.is_file():
         raise EmbedrlError(f"file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             try:
-                row = json.loads(line)
-                problem = None if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
-            except json.JSONDecodeError as e:
-                problem = f"malformed JSON ({e.msg})"
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problem = _not_utf8(e)
+            else:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    problem = None if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+                except json.JSONDecodeError as e:
+                    problem = f"malformed JSON ({e.msg})"
             if problem:
                 if errors is None:
                     raise EmbedrlError(f"{path}:{lineno}: {problem}")

@@ -122,21 +122,77 @@ class Item:
         unknown = set(row) - {"id", "instruction", "text", "image", "frames"}
         if unknown:
             raise EmbedrlError(f"unknown item field(s): {', '.join(sorted(unknown))}")
+        item_id = row.get("id")
+        if isinstance(item_id, bool) or (item_id is not None and not isinstance(item_id, (str, int))):
+            raise EmbedrlError(f"'id' must be a string or a number, not {json_type(item_id)} ({_short(item_id)})")
         return cls(
-            text=row.get("text") or "",
-            image=resolve_path(row.get("image"), root),
-            frames=[resolve_path(f, root) for f in row["frames"]] if row.get("frames") else None,
-            instruction=row.get("instruction") or "",
-            id=None if row.get("id") is None else str(row["id"]),
+            text=text_field(row, "text"),
+            image=path_field(row, "image", root),
+            frames=paths_field(row, "frames", root),
+            instruction=text_field(row, "instruction"),
+            id=None if item_id is None else str(item_id),
         )
 
 
-def resolve_path(path: str | None, root: str | os.PathLike | None) -> str | None:
-    """Relative media paths are relative to `root` (a data file's folder or a data root)."""
+def resolve_path(path: str | os.PathLike | None, root: str | os.PathLike | None) -> str | None:
+    """Relative media paths are relative to `root` (a data file's folder or a data root); with a root,
+    the result is absolute, so it still names the file when read from another working directory."""
     if not path:
         return None
     p = Path(path)
-    return str(p if p.is_absolute() or root is None else Path(root) / p)
+    if root is None:
+        return str(p)
+    return os.path.normpath(Path(root).absolute() / p)
+
+
+# ---------------------------------------------------------------- typed fields of data rows
+# Readers take fields of JSON rows through these, so a value of the wrong JSON type is refused naming
+# the field (the reader adds the file and line) instead of failing later or being misread.
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def text_field(row: dict[str, Any], key: str) -> str:
+    """A text field ("" when absent or null); another JSON type is refused."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise EmbedrlError(f"'{key}' must be a string, not {json_type(value)} ({_short(value)})")
+    return value
+
+
+def path_field(row: dict[str, Any], key: str, root: str | os.PathLike | None = None) -> str | None:
+    """A media path field (None when absent, null or empty), resolved under `root`."""
+    value = row.get(key)
+    if value is not None and not isinstance(value, str):
+        raise EmbedrlError(f"'{key}' must be a file path (a string), not {json_type(value)} ({_short(value)})")
+    return resolve_path(value, root)
+
+
+def paths_field(row: dict[str, Any], key: str, root: str | os.PathLike | None = None) -> list[str] | None:
+    """A list of media paths (video frames; None when absent or empty). A single string is refused rather
+    than read one character at a time: frames are always a list, even of one."""
+    return paths_value(row.get(key), key, root)
+
+
+def paths_value(value: Any, key: str, root: str | os.PathLike | None = None) -> list[str] | None:
+    """`paths_field` for a value already taken out of its row (`key` names it in messages)."""
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):
+        raise EmbedrlError(f"'{key}' must be a list of frame paths, not a string; write [{json.dumps(value)}]")
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise EmbedrlError(f"'{key}' must be a list of frame paths (strings), not {_short(value)}")
+    return [resolve_path(v, root) for v in value]
 
 
 def strip_placeholders(text: str) -> str:

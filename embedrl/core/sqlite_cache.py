@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import ensure_dir
+from embedrl.core.io import database_write_failed, ensure_dir
 
 _CHUNK = 500  # keys per SELECT ... IN (...), under sqlite's parameter limit
 
@@ -86,10 +86,13 @@ class KeyedCache:
         """Insert rows (every column, in table order), replacing those with the same key; one transaction."""
         rows = [tuple(r) for r in rows]
         if rows:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES "
-                                       f"({','.join('?' * len(rows[0]))})", rows)
+            try:
+                with self._conn:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES "
+                                           f"({','.join('?' * len(rows[0]))})", rows)
+            except sqlite3.OperationalError as e:  # a full disk, a read-only folder
+                raise database_write_failed(self.path, e) from e
         return len(rows)
 
     def stats(self) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Corpus readers: what an index is built over, as Items with stable ids.
 
 Kinds (`read_corpus(spec, kind="auto")`):
-  - `jsonl`: one item a line (`text`, `image`, `frames`, `instruction`, `id`); media paths
-    are relative to the file's folder; any other fields are kept as user fields in the
+  - `jsonl`: one item a line (`text`, `image`, `frames` (a list), `instruction`, `id`); media
+    paths are relative to the file's folder; any other fields are kept as user fields in the
     index's metadata store. Id: the `id` field, else the line number.
   - `images`: a folder of images, recursively, sorted by relative path; id = that path.
   - `videos`: a folder of frame folders (each folder holding images is one video, frames in
@@ -11,8 +11,9 @@ Kinds (`read_corpus(spec, kind="auto")`):
     the evaluation harness's readers, so index and evaluation see the same candidates).
 `auto` picks `jsonl` for a file, `images` for a folder, `eval` for `*.yaml:NAME`.
 
-Nothing here opens images: a corrupt one is found when it is encoded, then skipped and
-listed in the build report.
+Media paths come out absolute (an index stores them, and the demo or a search from another
+working directory must still find the files). Nothing here opens images: a corrupt one is
+found when it is encoded, then skipped and listed in the build report.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def _need_dir(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise EmbedrlError(f"corpus folder not found: {folder}")
-    return folder
+    return folder.absolute()
 
 
 def read_image_folder(folder: str | os.PathLike) -> Corpus:
@@ -157,6 +158,6 @@ def read_eval_pool(spec: str, data_root: str | None = None) -> Corpus:
     specs = {s.name: s for s in load_registry(registry_path)}
     if name not in specs:
         raise EmbedrlError(f"{registry_path}: no dataset named {name!r}; known: {', '.join(sorted(specs))}")
-    root = data_root or str(Path(registry_path).parent)
-    items = list(read_task(specs[name], Path(root)).candidates)
+    root = Path(data_root or Path(registry_path).parent).absolute()
+    items = list(read_task(specs[name], root).candidates)
     return Corpus(items, source=spec, kind="eval")

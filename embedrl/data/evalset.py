@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import Item
+from embedrl.core.items import Item, json_type
 from embedrl.data.registry import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,15 @@ def list_frames(folder: Path, num_frames: int) -> list[str] | None:
     return sample_frames([str(folder / n) for n in names], num_frames)
 
 
+def _media_path(rel: Any, where: str) -> str:
+    if not isinstance(rel, str):
+        raise EmbedrlError(f"{where}: a media path must be a string, not {json_type(rel)} ({rel!r:.40})")
+    return rel
+
+
 class Media:
-    """Resolves media paths under a root and remembers the ones that are absent."""
+    """Resolves media paths under a root and remembers the ones that are absent; a path that is not a
+    string is refused, naming the row (`where`)."""
 
     def __init__(self, root: Path, num_frames: int):
         self.root = root
@@ -108,18 +115,18 @@ class Media:
         self.missing: list[str] = []
         self._frames: dict[str, list[str] | None] = {}
 
-    def image(self, rel: Any) -> str | None:
+    def image(self, rel: Any, where: str) -> str | None:
         if not rel:
             return None
-        path = self.root / str(rel)
+        path = self.root / _media_path(rel, where)
         if not path.is_file():
             self.missing.append(str(path))
         return str(path)
 
-    def frames(self, rel: Any) -> list[str] | None:
+    def frames(self, rel: Any, where: str) -> list[str] | None:
         if not rel:
             return None
-        key = str(rel)
+        key = _media_path(rel, where)
         if key not in self._frames:
             self._frames[key] = list_frames(self.root / key, self.num_frames)
             if self._frames[key] is None:

@@ -1,20 +1,32 @@
 """Training pairs from MMEB-train style JSONL: one row a pair, read into `Pair`s.
 
 Row fields: `qry`, `qry_image_path`, `qry_frames`, `pos_text`, `pos_image_path`, `pos_frames`,
-optional hard negatives `neg_text` / `neg_image_path` / `neg_frames` (one value or a list),
-`dataset`, and T-CoT annotations `qry_tcot` / `pos_tcot` / `neg_tcot`. Media paths are relative
-to a root (the file's folder by default).
+optional hard negatives `neg_text` / `neg_image_path` (one value or a list) / `neg_frames` (a list
+of frame lists, one per negative), `dataset`, and T-CoT annotations `qry_tcot` / `pos_tcot` /
+`neg_tcot`. Texts are strings, media paths strings relative to a root (the file's folder by
+default), frames lists of paths; a field of another JSON type is refused naming the line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import iter_jsonl
-from embedrl.core.items import Item, Pair, load_image, resolve_path, strip_placeholders
+from embedrl.core.items import (
+    Item,
+    Pair,
+    json_type,
+    load_image,
+    path_field,
+    paths_field,
+    paths_value,
+    strip_placeholders,
+    text_field,
+)
 
 
 def as_list(value: Any) -> list:
@@ -24,35 +36,46 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _side(row: dict[str, Any], text_key: str, prefix: str, root: str | os.PathLike | None) -> Item:
+    return Item(text=strip_placeholders(text_field(row, text_key)), image=path_field(row, f"{prefix}_image_path", root),
+                frames=paths_field(row, f"{prefix}_frames", root))
+
+
+def _tcot(row: dict[str, Any], key: str) -> str | None:
+    return text_field(row, key) or None
+
+
 def pair_from_row(row: dict[str, Any], root: str | os.PathLike | None = None) -> Pair:
-    """Build a Pair from an MMEB-train style row (`qry`, `qry_image_path`, `pos_text`, ...)."""
+    """Build a Pair from an MMEB-train style row (`qry`, `qry_image_path`, `pos_text`, ...); a field of the
+    wrong JSON type is refused naming it."""
     if "qry" not in row and "qry_image_path" not in row:
         raise EmbedrlError("missing field 'qry' (or 'qry_image_path')")
     if "pos_text" not in row and "pos_image_path" not in row:
         raise EmbedrlError("missing field 'pos_text' (or 'pos_image_path')")
-    query = Item(text=strip_placeholders(row.get("qry") or ""),
-                 image=resolve_path(row.get("qry_image_path"), root),
-                 frames=[resolve_path(f, root) for f in as_list(row.get("qry_frames"))] or None)
-    pos = Item(text=strip_placeholders(row.get("pos_text") or ""),
-               image=resolve_path(row.get("pos_image_path"), root),
-               frames=[resolve_path(f, root) for f in as_list(row.get("pos_frames"))] or None)
+    query, pos = _side(row, "qry", "qry", root), _side(row, "pos_text", "pos", root)
     neg_texts, neg_images = as_list(row.get("neg_text")), as_list(row.get("neg_image_path"))
     neg_frames = as_list(row.get("neg_frames"))
+    if neg_frames and all(isinstance(f, str) for f in neg_frames):
+        raise EmbedrlError("'neg_frames' must hold one list of frame paths per hard negative, e.g. "
+                           f"[{json.dumps(neg_frames)}]")
     n_negs = max(len(neg_texts), len(neg_images), len(neg_frames))
     negs = []
     for i in range(n_negs):
-        frames = neg_frames[i] if i < len(neg_frames) else None
-        negs.append(Item(
-            text=strip_placeholders(neg_texts[i]) if i < len(neg_texts) else "",
-            image=resolve_path(neg_images[i], root) if i < len(neg_images) else None,
-            frames=[resolve_path(f, root) for f in frames] if frames else None,
-        ))
+        fields = {"neg_text": neg_texts[i] if i < len(neg_texts) else None,
+                  "neg_image_path": neg_images[i] if i < len(neg_images) else None}
+        negs.append(Item(text=strip_placeholders(text_field(fields, "neg_text")),
+                         image=path_field(fields, "neg_image_path", root),
+                         frames=paths_value(neg_frames[i] if i < len(neg_frames) else None, "neg_frames", root)))
     neg_tcots = as_list(row.get("neg_tcot"))
     if neg_tcots and len(neg_tcots) != n_negs:
         raise EmbedrlError(f"'neg_tcot' has {len(neg_tcots)} entries for {n_negs} hard negatives (one each, "
                            "null where a negative has none)")
-    return Pair(query=query, pos=pos, negs=negs, dataset=str(row.get("dataset") or ""),
-                qry_tcot=row.get("qry_tcot"), pos_tcot=row.get("pos_tcot"), neg_tcots=neg_tcots)
+    neg_tcots = [_tcot({"neg_tcot": t}, "neg_tcot") for t in neg_tcots]
+    dataset = row.get("dataset")
+    if dataset is not None and not isinstance(dataset, (str, int)):
+        raise EmbedrlError(f"'dataset' must be a name (a string), not {json_type(dataset)}")
+    return Pair(query=query, pos=pos, negs=negs, dataset=str(dataset or ""),
+                qry_tcot=_tcot(row, "qry_tcot"), pos_tcot=_tcot(row, "pos_tcot"), neg_tcots=neg_tcots)
 
 
 def check_item_media(item: Item) -> None:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import iter_jsonl
+from embedrl.core.io import iter_jsonl, read_text
 from embedrl.core.items import Item, strip_placeholders
 from embedrl.data.evalset import (
     EvalTask,
@@ -117,8 +117,8 @@ def _rows_needed(spec: DatasetSpec, root: Path) -> list[Path]:
 def _row_side(row: dict, prefix: str, media: Media, where: str) -> Item:
     inst = strip_placeholders(str(row.get(f"{prefix}_inst") or ""))
     text = strip_placeholders(str(row.get(f"{prefix}_text") or ""))
-    item = Item(text=text, instruction=inst, image=media.image(row.get(f"{prefix}_img_path")),
-                frames=media.frames(row.get(f"{prefix}_video_path")))
+    item = Item(text=text, instruction=inst, image=media.image(row.get(f"{prefix}_img_path"), where),
+                frames=media.frames(row.get(f"{prefix}_video_path"), where))
     if not (item.text or item.image or item.frames):
         raise EmbedrlError(f"{where}: the query has no text, image or video")
     return item
@@ -142,8 +142,8 @@ def _row_candidates(row: dict, media: Media, where: str) -> tuple[list[Item], li
             raise EmbedrlError(f"{where}: tgt_text[{i}] is not a string")
         cands.append(Item(
             text=strip_placeholders(text), instruction=inst,
-            image=media.image(columns["tgt_img_path"][i]) if columns["tgt_img_path"] else None,
-            frames=media.frames(columns["tgt_video_path"][i]) if columns["tgt_video_path"] else None))
+            image=media.image(columns["tgt_img_path"][i], where) if columns["tgt_img_path"] else None,
+            frames=media.frames(columns["tgt_video_path"][i], where) if columns["tgt_video_path"] else None))
     rels = row.get("tgt_rel")
     if rels is None:
         rels = [1.0] + [0.0] * (n - 1)
@@ -215,23 +215,24 @@ def _first(row: dict, keys: Sequence[str], where: str, required: bool = True) ->
 def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     """query-id -> {corpus-id: score}, scores > 0 only, the highest score of repeated pairs."""
     qrels: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(parts) < 3:
-                raise EmbedrlError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
-            try:
-                score = float(parts[-1])
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise EmbedrlError(f"{path}:{lineno}: score {parts[-1]!r} is not a number") from None
-            qid, cid = parts[0], parts[1]
-            if score > 0:
-                qrels.setdefault(qid, {})
-                qrels[qid][cid] = max(qrels[qid].get(cid, 0.0), score)
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        parts = line.split("\t")
+        if not line.strip():
+            continue
+        if len(parts) < 3:
+            raise EmbedrlError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score)")
+        try:
+            score = float(parts[-1])
+        except ValueError:
+            if lineno == 1:
+                continue  # header
+            raise EmbedrlError(f"{path}:{lineno}: score {parts[-1]!r} is not a number") from None
+        if score != score:
+            raise EmbedrlError(f"{path}:{lineno}: score is NaN")
+        qid, cid = parts[0], parts[1]
+        if score > 0:
+            qrels.setdefault(qid, {})
+            qrels[qid][cid] = max(qrels[qid].get(cid, 0.0), score)
     return qrels
 
 
@@ -245,7 +246,7 @@ def _read_beir(spec: DatasetSpec, root: Path) -> EvalTask:
     for lineno, row in iter_jsonl(folder / "corpus.jsonl"):
         where = f"{folder / 'corpus.jsonl'}:{lineno}"
         cid = str(_first(row, ("_id", "id", "corpus-id"), where))
-        item = Item(text=str(row.get("text") or ""), image=media.image(row.get("image")), instruction=c_inst)
+        item = Item(text=str(row.get("text") or ""), image=media.image(row.get("image"), where), instruction=c_inst)
         if not (item.text or item.image):
             raise EmbedrlError(f"{where}: corpus entry {cid} has no text or image")
         pool.add(item, cid)
@@ -256,7 +257,8 @@ def _read_beir(spec: DatasetSpec, root: Path) -> EvalTask:
         where = f"{folder / 'queries.jsonl'}:{lineno}"
         qid = str(_first(row, ("_id", "id", "query-id"), where))
         text = _first(row, ("text", "query"), where, required=False) or ""
-        item = Item(text=str(text), image=media.image(row.get("image")), instruction=q_inst, id=qid)
+        item = Item(text=str(text), image=media.image(row.get("image"), where), instruction=q_inst,
+                    id=qid)
         if not (item.text or item.image):
             raise EmbedrlError(f"{where}: query {qid} has no text or image")
         rel = {}
@@ -296,7 +298,7 @@ def _read_uvrb(spec: DatasetSpec, root: Path) -> EvalTask:
         where = f"{folder / 'jsonl' / 'corpus.jsonl'}:{lineno}"
         cid = str(_first(row, ("id",), where))
         video = _first(row, ("video",), where)
-        pool.add(Item(frames=media.frames(_video_stem(str(video)))), cid)
+        pool.add(Item(frames=media.frames(_video_stem(str(video)), where)), cid)
     positives: dict[str, set[str]] = {}
     for lineno, row in iter_jsonl(folder / "jsonl" / "instances.jsonl"):
         where = f"{folder / 'jsonl' / 'instances.jsonl'}:{lineno}"
@@ -310,8 +312,8 @@ def _read_uvrb(spec: DatasetSpec, root: Path) -> EvalTask:
     for lineno, row in iter_jsonl(folder / "jsonl" / "queries.jsonl"):
         where = f"{folder / 'jsonl' / 'queries.jsonl'}:{lineno}"
         qid = str(_first(row, ("id",), where))
-        image = images.image(row.get("image"))
-        frames = None if image else media.frames(_video_stem(str(row["video"]))) if row.get("video") else None
+        image = images.image(row.get("image"), where)
+        frames = None if image else media.frames(_video_stem(str(row["video"])), where) if row.get("video") else None
         item = Item(text=str(row.get("text") or ""), image=image, frames=frames, instruction=q_inst, id=qid)
         if not (item.text or item.image or item.frames):
             raise EmbedrlError(f"{where}: query {qid} has no text, image or video")

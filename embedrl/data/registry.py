@@ -26,7 +26,9 @@ from typing import Any
 
 import yaml
 
+from embedrl.core.config import yaml_error
 from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import read_text
 
 MODALITIES = ("image", "video", "visdoc")
 SCOPES = ("local", "global")
@@ -61,12 +63,10 @@ class DatasetSpec:
 
 def load_registry(path: str | Path) -> list[DatasetSpec]:
     path = Path(path)
-    if not path.is_file():
-        raise EmbedrlError(f"registry not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path, "registry")) or {}
     except yaml.YAMLError as e:
-        raise EmbedrlError(f"{path}: invalid YAML: {e}") from e
+        raise yaml_error(path, e) from e
     rows = data.get("datasets") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise EmbedrlError(f"{path}: expected a non-empty 'datasets:' list")

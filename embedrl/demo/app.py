@@ -16,13 +16,19 @@ Hardening (a demo gets shared): binds 127.0.0.1 unless told otherwise, no share 
 asked, uploads checked for size, pixel count (decompression bombs) and format before
 decoding (`embedrl.demo.uploads`), results served as images rendered in memory (no file
 route to the index's media: `allowed_paths` stays empty, so no path from a request reaches
-the file system), and Gradio's queue with a configurable concurrency.
+the file system), and Gradio's queue with a configurable concurrency. Bad requests get a
+message, never an empty error: an input naming a server file instead of an upload, or a value
+of the wrong type (`k="abc"`). A refused upload is deleted at once; `launch` gives Gradio a
+temporary folder of the demo's own (uploads, rendered results), removed when the demo exits.
 """
 
 
+import errno
 import itertools
 import logging
 import os
+import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,8 @@ from embedrl.demo.uploads import (
     UploadLimits,
     UploadRejected,
     check_image_upload,
+    delete_upload,
+    private_temp_folder,
     set_pil_limit,
 )
 
@@ -68,9 +76,32 @@ def _query_image_class(limits: UploadLimits):
             try:
                 return check_image_upload(payload.path, limits)
             except UploadRejected as e:
+                delete_upload(payload.path)
                 return e
 
     return QueryImage
+
+
+def _say_why_inputs_are_refused(demo) -> None:
+    """Gradio refuses an input naming a server file (not an upload) or of the wrong type (`k="abc"`) before any
+    handler runs, and with `show_error` off it answers `{"error": null}` (and logs a traceback). Answer with
+    the reason instead: a `gr.Error`'s message is always shown, and it logs nothing."""
+    import gradio as gr
+    from gradio.exceptions import ComponentProcessingError, InvalidPathError
+
+    preprocess = demo.preprocess_data
+
+    async def checked(*args, **kwargs):
+        try:
+            return await preprocess(*args, **kwargs)
+        except InvalidPathError:
+            raise gr.Error("Refused: a file input must be uploaded from this page; it cannot name a file on the "
+                           "server.", print_exception=False) from None
+        except ComponentProcessingError as e:
+            what = str(e).split("Original error")[0].strip()
+            raise gr.Error(f"Refused: {what}", print_exception=False) from None
+
+    demo.preprocess_data = checked
 
 
 def _make_query_image_class(limits: UploadLimits):
@@ -280,6 +311,7 @@ def build_app(retriever, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixel
         clear_btn.click(lambda: ("", None, ""), None, [text, image, instruction], api_name=False)
 
     demo.queue(default_concurrency_limit=max(1, int(concurrency)), max_size=64)
+    _say_why_inputs_are_refused(demo)
     demo.embedrl_limits = limits
     demo.embedrl_backend = backend
     return demo
@@ -297,11 +329,35 @@ def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, 
     if share:
         logger.warning("--share: Gradio will open a public link to this demo")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                       max_file_size=limits.max_bytes, show_error=False, allowed_paths=[], ssr_mode=False,
-                       mcp_server=False, quiet=quiet, inbrowser=False,
-                       theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="slate"),
-                       css=views.CSS + STATUS_CSS)
+    try:
+        return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                           max_file_size=limits.max_bytes, show_error=False, allowed_paths=[], ssr_mode=False,
+                           mcp_server=False, quiet=quiet, inbrowser=False,
+                           theme=gr.themes.Soft(primary_hue="indigo", secondary_hue="slate"),
+                           css=views.CSS + STATUS_CSS)
+    except OSError as e:  # Gradio's "Cannot find empty port in range: ..."
+        raise EmbedrlError(f"cannot serve the demo on {host}:{port}: {str(e).splitlines()[0]} "
+                           "(pass --port with a free port)") from e
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, before anything loads, when `host:port` cannot be bound (in use, or not an address here)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            probe.bind((host, port))
+    except OSError as e:
+        hint = "pass --port with a free port" if e.errno == errno.EADDRINUSE else "check --host"
+        raise EmbedrlError(f"cannot serve the demo on {host}:{port}: {e.strerror or e} ({hint})") from None
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service manager stopping the demo) ends it like Ctrl-C: the server closes and exit cleanup runs."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,
@@ -330,8 +386,12 @@ def launch(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 78
            model: str | None = None, reasoner: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS,
            tcot_cache: str | None = None, block: bool = True, format: str | None = None, **rerank: Any):
-    """Load `index_dir` and serve the demo (blocks until interrupted unless `block=False`); `rerank`:
+    """Load `index_dir` and serve the demo (blocks until interrupted, or SIGTERM, unless `block=False`); `rerank`:
     `load_backend`'s rerank arguments."""
+    check_port(host, port)
     backend = load_backend(index_dir, model, reasoner, tcot_cache, format, **rerank)
+    private_temp_folder()  # before the app is built: its components take the folder then
+    if block:
+        _stop_on_sigterm()
     demo = build_app(backend, max_upload_mb=max_upload_mb, max_pixels=max_pixels, concurrency=concurrency)
     return serve(demo, host, port, share, block)

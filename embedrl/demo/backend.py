@@ -161,13 +161,19 @@ class DemoBackend:
     # -- examples ---------------------------------------------------------------------------
 
     def example_rows(self, n_text: int = 4, n_image: int = 6, scan: int = 2000) -> dict[str, list]:
-        """A few text queries (from text items) and image rows (by row id) drawn from the index."""
+        """A few text queries (from text items) and image rows (by row id) drawn from the index; a row whose
+        image cannot be read (moved, deleted, corrupt) is left out, with a log line."""
         texts, images = [], []
         for rec in self.sample_records(scan):
             item = rec["item"]
             if item.get("text") and not item.get("image") and not item.get("frames") and len(texts) < n_text:
                 texts.append(_first_sentence(item["text"]))
             elif item.get("image") and len(images) < n_image:
+                try:
+                    self.row_image(rec["row"])
+                except EmbedrlError as e:
+                    logger.warning("example row %d left out: %s", rec["row"], e)
+                    continue
                 images.append(rec["row"])
         return {"texts": texts, "image_rows": images}
 

@@ -8,8 +8,12 @@ count from the header, then the full decode under PIL's bomb limit) are
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -40,3 +44,27 @@ class UploadLimits:
 def check_image_upload(path: str | os.PathLike, limits: UploadLimits = UploadLimits()) -> Image.Image:
     """Open an uploaded image as RGB, or raise `UploadRejected` saying why not."""
     return open_untrusted(path, ImageLimits(limits.max_upload_mb, limits.max_pixels))
+
+
+def delete_upload(path: str) -> None:
+    """Remove a refused upload (and the folder Gradio made for it) from Gradio's upload folder."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    if not is_in_or_equal(path, get_upload_folder()):
+        return
+    Path(path).unlink(missing_ok=True)
+    try:
+        Path(path).parent.rmdir()
+    except OSError:
+        pass  # not empty, or already gone
+
+
+def private_temp_folder() -> str | None:
+    """Give Gradio a temporary folder of this demo's own (uploads, rendered results), removed when the process
+    exits, so nothing a visitor uploaded outlives the demo; None when the user chose one (GRADIO_TEMP_DIR)."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    folder = tempfile.mkdtemp(prefix="embedrl-demo-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

@@ -11,8 +11,12 @@ and compute every metric at 1, 5 and 10. Per dataset it writes, atomically,
     OUT/{modality}/{name}_score.json   all metrics (+ num_pred, num_data, tied_at_1, ...)
 
 -- the layout of the MMEB-V2 harness's per-dataset files (TIGER-AI-Lab/VLM2Vec `eval.py`),
-written score-last so a score file only exists for a finished dataset. A rerun skips every
-dataset whose score file exists, so an interrupted run resumes where it stopped. At the end
+written score-last so a score file only exists for a finished dataset. Each score file also
+records its `fingerprint` (`embedrl.eval.fingerprint`: model, reasoner, T-CoT mode, data). A rerun
+skips every dataset whose score file has this run's fingerprint, so an interrupted run resumes where
+it stopped; one whose data changed is recomputed (and said so); a folder holding scores of another
+model, reasoner or mode is refused (`overwrite=True` recomputes them), so `results.json` never mixes
+runs. At the end
 `OUT/results.json` holds the run in the MMEB-V2 leaderboard submission format
 (TIGER-AI-Lab/VLM2Vec `experiments/report_score_v2.py`): `metadata`, then
 `metrics` -> modality -> dataset -> metric dict. Absent datasets are listed in
@@ -48,6 +52,12 @@ from embedrl.core.tcot import TCOT_MODES, mode_covers, tcot_usage, warn_broken
 from embedrl.data.evalset import EvalTask, MissingData
 from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec, load_registry
+from embedrl.eval.fingerprint import (
+    check_earlier_scores,
+    data_fingerprint,
+    earlier_fingerprint,
+    run_fingerprint,
+)
 from embedrl.eval.metrics import (
     DEFAULT_KS,
     main_metric_value,
@@ -114,6 +124,7 @@ class RunResult:
     results: dict[str, Any]
     computed: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    recomputed: dict[str, str] = field(default_factory=dict)  # dataset -> why its earlier scores were stale
     missing: dict[str, str] = field(default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     path: Path | None = None
@@ -262,13 +273,25 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     return score, preds, timings
 
 
+def check_inputs(registry: str | os.PathLike | Sequence[DatasetSpec], data_root: str | os.PathLike,
+                 datasets: Sequence[str] | None = None) -> tuple[list[DatasetSpec], list[DatasetSpec]]:
+    """(every dataset of the registry, those to run): what a run needs, checked before anything loads or is written."""
+    all_specs = load_specs(registry)
+    specs = load_specs(all_specs, datasets)
+    if not Path(data_root).is_dir():
+        raise EmbedrlError(f"data root {data_root} is not a directory")
+    return all_specs, specs
+
+
 def leaderboard_json(specs: Sequence[DatasetSpec], out: Path, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Collect the finished score files under `out` into the leaderboard submission format."""
+    """Collect the finished score files under `out` into the leaderboard submission format (their
+    fingerprints stay in the score files)."""
     metrics: dict[str, dict[str, Any]] = {}
     for spec in specs:
         path = score_path(out, spec)
         if path.is_file():
-            metrics.setdefault(spec.modality, {})[spec.name] = read_json(path)
+            score = {k: v for k, v in read_json(path).items() if k != "fingerprint"}
+            metrics.setdefault(spec.modality, {})[spec.name] = score
     return {"metadata": metadata, "metrics": metrics}
 
 
@@ -276,28 +299,38 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
              data_root: str | os.PathLike, out: str | os.PathLike, datasets: Sequence[str] | None = None,
              reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 32,
              ks: Sequence[int] = DEFAULT_KS, metadata: dict[str, Any] | None = None,
-             crash_after: int | None = None, tcot_mode_by_set: Mapping[str, str] | None = None,
+             tcot_mode_by_set: Mapping[str, str] | None = None, overwrite: bool = False,
              reranker: Reranker | None = None, rerank_k: int = 10) -> RunResult:
     """Evaluate `embedder` on every dataset of `registry` found under `data_root`; resumable.
 
     `tcot_mode_by_set` gives some datasets a T-CoT mode of their own (e.g. queries raw where the
-    reasoner's query T-CoTs mislead: {"RefCOCO": "target"}). `crash_after=n` raises after n
-    datasets were computed in this call (tests use it to prove that a killed run resumes without
-    recomputing finished datasets).
+    reasoner's query T-CoTs mislead: {"RefCOCO": "target"}). `overwrite`: recompute scores in `out`
+    that another model, reasoner or T-CoT mode made (refused otherwise; see the module docstring).
     """
-    all_specs = load_specs(registry)
-    specs = load_specs(all_specs, datasets)
-    root, out = Path(data_root), ensure_dir(out)
-    if not root.is_dir():
-        raise EmbedrlError(f"data root {root} is not a directory")
+    all_specs, specs = check_inputs(registry, data_root, datasets)
+    root = Path(data_root)
     by_set = dict(tcot_mode_by_set or {})
     check_tcot_modes(tcot_mode, by_set, reasoner, [s.name for s in all_specs])
+    wanted = {s.name: run_fingerprint(embedder, reasoner, by_set.get(s.name, tcot_mode)) for s in all_specs}
+    if reranker is not None:  # a reranked run is another run than its first stage alone
+        scope = reranker.scope() if hasattr(reranker, "scope") else (type(reranker).__name__,)
+        for fingerprint in wanted.values():
+            fingerprint["rerank"] = {"scope": list(scope), "k": rerank_k}
+    out = ensure_dir(out)
+    check_earlier_scores(out, {s.name: (score_path(out, s), pred_path(out, s)) for s in all_specs}, wanted, overwrite)
     run = RunResult(results={})
     for spec in specs:
+        try:
+            data = data_fingerprint(spec, root)
+        except OSError:
+            data = None  # absent files: read_task reports the dataset as missing
         if score_path(out, spec).is_file():
-            logger.info("%s: finished in an earlier run, skipped", spec.name)
-            run.resumed.append(spec.name)
-            continue
+            if (earlier_fingerprint(score_path(out, spec)) or {}).get("data") == data:
+                logger.info("%s: finished in an earlier run, skipped", spec.name)
+                run.resumed.append(spec.name)
+                continue
+            run.recomputed[spec.name] = "its data changed since it was scored"
+            logger.warning("%s: %s; recomputing", spec.name, run.recomputed[spec.name])
         try:
             task = read_task(spec, root)
         except MissingData as e:
@@ -309,13 +342,12 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
                                               batch_size, ks, modality=spec.modality, reranker=reranker,
                                               rerank_k=rerank_k)
+        score["fingerprint"] = {**wanted[spec.name], "data": data}
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
         run.computed.append(spec.name)
         run.timings[spec.name] = timings
         logger.info("%s: %s = %.4f", spec.name, spec.metric, main_metric_value(score, spec.metric) or 0.0)
-        if crash_after is not None and len(run.computed) >= crash_after:
-            raise RuntimeError(f"crash_after={crash_after}: stopping after {spec.name}")
     meta = {
         "model_name": getattr(embedder, "name_or_path", "") or type(embedder).__name__,
         "model_backbone": getattr(embedder, "backend", ""),

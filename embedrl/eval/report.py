@@ -16,14 +16,19 @@ the three modality scores would give):
   - category and modality scores are means over their datasets;
   - the overall score is the mean over *all* datasets, not over modalities;
   - a score that misses datasets is marked with `*` and its count is shown.
-Scores are printed x100. Dataset names also match their registry `aliases` (the leaderboard's
+Scores are printed x100, so results must hold fractions (0-1). A value outside 0-1 (a 0-100
+scale), NaN, a dataset without its main metric, and a dataset name the registry does not know
+(misspelled, or of another benchmark) are left out of every mean and named, each once, in a
+warning and in the report's "Problems" section. Dataset names also match their registry `aliases` (the leaderboard's
 `ViDoSeek-page-fixed`, `MMLongBench-page-fixed`). UVRB entries carry `abilities` tags, which
 add ability-level means.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +75,7 @@ class Summary:
     modalities: dict[str, Score] = field(default_factory=dict)
     categories: dict[str, Score] = field(default_factory=dict)
     abilities: dict[str, Score] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
@@ -88,6 +94,9 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise EmbedrlError(f"{path}: not a leaderboard-format result (expected a 'metrics' mapping)")
+    if not isinstance(data.get("metadata", {}), dict):
+        raise EmbedrlError(f"{path}: 'metadata' must be a mapping (model_name, ...), not "
+                           f"{type(data['metadata']).__name__}")
     return data
 
 
@@ -96,25 +105,63 @@ def _mean(values: list[float | None], total: int) -> Score:
     return Score(sum(present) / len(present) if present else None, len(present), total)
 
 
-def _lookup(metrics: dict[str, Any], spec: DatasetSpec) -> float | None:
-    names = [spec.name] + [str(a) for a in spec.extra.get("aliases") or []]
+def _names(spec: DatasetSpec) -> list[str]:
+    return [spec.name] + [str(a) for a in spec.extra.get("aliases") or []]
+
+
+def _lookup(metrics: dict[str, Any], spec: DatasetSpec, problems: list[str]) -> float | None:
+    """The dataset's main metric, or None (absent; or unusable, said in `problems`)."""
     modalities = [spec.modality] + [m for m in metrics if m != spec.modality]
     for modality in modalities:
         block = metrics.get(modality)
         if not isinstance(block, dict):
             continue
-        for name in names:
-            scores = block.get(name)
-            if isinstance(scores, dict):
-                return main_metric_value(scores, spec.metric)
+        for name in _names(spec):
+            if name not in block:
+                continue
+            scores = block[name]
+            if isinstance(scores, str):  # the leaderboard's "FILE_N/A": absent
+                return None
+            if not isinstance(scores, dict):
+                problems.append(f"{name}: expected a mapping of metrics, got {type(scores).__name__}; left out")
+                return None
+            value = main_metric_value(scores, spec.metric)
+            if value is None:
+                has = ", ".join(sorted(scores)[:6]) or "nothing"
+                problems.append(f"{name}: no number for its main metric {spec.metric!r} (it has: {has}); left out")
+            elif math.isnan(value):
+                problems.append(f"{name}: {spec.metric} is NaN; left out")
+                return None
+            elif not 0.0 <= value <= 1.0:
+                problems.append(f"{name}: {spec.metric} = {value:g} is outside 0-1 (a 0-100 scale? results hold "
+                                "fractions; divide by 100); left out")
+                return None
+            return value
     return None
+
+
+def _unknown_datasets(metrics: dict[str, Any], specs: Sequence[DatasetSpec]) -> list[str]:
+    """Datasets in a result that the registry does not name (misspelled, or of another benchmark)."""
+    known = {n for s in specs for n in _names(s)}
+    problems = []
+    for modality, block in metrics.items():
+        if not isinstance(block, dict):
+            problems.append(f"metrics.{modality}: expected a mapping of datasets, got {type(block).__name__}")
+            continue
+        for name in block:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                problems.append(f"{name}: not a dataset of this registry{hint}; left out")
+    return problems
 
 
 def summarize(result: dict[str, Any], specs: Sequence[DatasetSpec], name: str | None = None) -> Summary:
     metrics = result.get("metrics") or {}
-    values = {s.name: _lookup(metrics, s) for s in specs}
+    problems = _unknown_datasets(metrics, specs)
+    values = {s.name: _lookup(metrics, s, problems) for s in specs}
     summary = Summary(name=name or str((result.get("metadata") or {}).get("model_name") or "result"),
-                      datasets=values, overall=_mean(list(values.values()), len(specs)))
+                      datasets=values, overall=_mean(list(values.values()), len(specs)), problems=problems)
     groups: dict[str, dict[str, list[str]]] = {"modalities": {}, "categories": {}, "abilities": {}}
     for s in specs:
         groups["modalities"].setdefault(s.modality, []).append(s.name)
@@ -175,6 +222,13 @@ def markdown(summaries: Sequence[Summary], specs: Sequence[DatasetSpec],
         out.append("")
     if any(not s.overall.complete for s in summaries):
         out.append("`*` partial: mean over the datasets present (n/N).")
+        for s in summaries:
+            absent = [name for name, value in s.datasets.items() if value is None]
+            if absent and len(absent) < len(s.datasets):
+                more = f" (+{len(absent) - 8} more)" if len(absent) > 8 else ""
+                out.append(f"  - {s.name} lacks: {', '.join(absent[:8])}{more}")
+    if any(s.problems for s in summaries):
+        out += ["", "## Problems", ""] + [f"- {s.name}: {p}" for s in summaries for p in s.problems]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -242,6 +296,8 @@ def report(paths: Sequence[str | os.PathLike], registry: str | os.PathLike | Non
         names.append(name if name not in names else f"{name} ({Path(p).name})")
     summaries = [summarize(r, specs, n) for r, n in zip(results, names, strict=True)]
     for s in summaries:
+        for problem in s.problems:
+            logger.warning("%s: %s", s.name, problem)
         if s.overall.n == 0:
             logger.warning("%s: no dataset of registry %s found in the result", s.name, registry)
     baselines = load_baselines(_benchmark_of(registry)) if with_baselines else []

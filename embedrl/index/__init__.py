@@ -1,6 +1,7 @@
 """FAISS indexes: build from a corpus with cached T-CoTs, store, search.
 
-    from embedrl.index.build import build_index, build_from_vectors, add_to_index
+    from embedrl.index.build import build_index, build_from_vectors
+    from embedrl.index.add import add_to_index              # refuses or skips ids the index holds
     from embedrl.index.search import Retriever, Hit
     from embedrl.core.tcot_cache import TCoTCache          # shared with training and evaluation
     from embedrl.data.corpus import read_corpus, Corpus

@@ -10,11 +10,14 @@
    and `build_report.json` counts those (`tcots`), with a warning when they pass a fifth.
 3. An item whose image cannot be read is skipped, counted and listed in `build_report.json`.
 4. Rank 0 then trains the FAISS index on a sample (IVF/PQ), adds the shards one by one,
-   writes `index.faiss` and `store.sqlite`, and writes `manifest.json` LAST: a directory
-   without a manifest is an unfinished build, never an index.
+   writes `index.faiss` and `store.sqlite`, then `build_report.json`, and `manifest.json`
+   LAST: a directory without a manifest is an unfinished build, never an index.
 
-The shards are kept: rerunning with another `factory` re-indexes without encoding again.
-`build_from_vectors` does the same from precomputed embeddings; `add_to_index` appends.
+The shards are kept: rerunning with another `factory` re-indexes without encoding again. Such a
+rebuild (or an `--overwrite` one) writes its index and store beside the old ones under new names
+and switches to them by replacing the manifest, so until it completes the old index stays whole
+and loadable. `build_from_vectors` does the same from precomputed embeddings; appending is
+`embedrl.index.add`, whose items a rebuild keeps.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,10 +50,13 @@ from embedrl.index.shards import (
     SHARDS_DIR,
     EncodedShard,
     ShardEncoder,
+    added_shards,
     encode_shards,
     make_item_encoder,
     num_shards,
+    read_added,
     read_shard,
+    remove_added,
     shard_done,
 )
 from embedrl.index.store import ItemStore
@@ -124,11 +132,16 @@ def load_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _digest(plan: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
 def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bool, state,
              index_shards: int = 1) -> dict | None:
     """Check/record the build plan; returns the existing manifest when there is nothing to do.
 
     Every rank checks the plan on disk (so all fail together); rank 0 cleans up and writes it.
+    The manifest of an earlier build stays until a new one replaces it.
     """
     plan_path = out / SHARDS_DIR / PLAN_FILE
     old = read_json(plan_path) if plan_path.is_file() else None
@@ -136,26 +149,33 @@ def _prepare(out: Path, plan: dict[str, Any], factory: str | None, overwrite: bo
         changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
         raise EmbedrlError(f"{out} holds a build of another corpus or model (differs in: "
                            f"{', '.join(changed)}); choose another --out or pass --overwrite")
+    manifest = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
     if state.is_main_process:
         shards = ensure_dir(out / SHARDS_DIR)
         for tmp in list(shards.glob(".*.tmp")) + list(out.glob(".*.tmp")) + list(out.glob("*.tmp-*")):
             tmp.unlink(missing_ok=True)  # left by a killed run
         if old is not None and old != plan:
-            logger.info("--overwrite: removing the previous build in %s", out)
-            (out / MANIFEST).unlink(missing_ok=True)
+            logger.info("--overwrite: replacing the previous build in %s (it stays usable until the new one is "
+                        "complete)", out)
             for p in shards.glob("shard_*"):
                 p.unlink()
-        if (out / MANIFEST).is_file():
-            manifest = read_json(out / MANIFEST)
-            if factory is not None and factory != manifest.get("factory"):
-                logger.info("re-indexing the kept shards as %s", factory)
-                (out / MANIFEST).unlink()
-            elif index_shards != len(manifest.get("index_shards") or [None]):
-                logger.info("re-indexing the kept shards in %d index shard(s)", index_shards)
-                (out / MANIFEST).unlink()
+            remove_added(out)
         write_json(plan_path, plan)
     state.wait_for_everyone()
-    return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+    if manifest is None:
+        return None
+    # manifests written before plans were recorded in them: the plan on disk was theirs
+    if manifest.get("plan", old is not None and _digest(old)) != _digest(plan):
+        return None
+    if factory is not None and factory != manifest.get("factory"):
+        logger.info("re-indexing the kept shards as %s (the current index stays until the new one is complete)",
+                    factory)
+        return None
+    if index_shards != len(manifest.get("index_shards") or [None]):
+        logger.info("re-indexing the kept shards in %d index shard(s) (the current index stays until the new one "
+                    "is complete)", index_shards)
+        return None
+    return manifest
 
 
 def _corpus_digest(corpus: Corpus) -> str:
@@ -171,9 +191,12 @@ def _sample_rows(total: int, size: int, seed: int = 0) -> np.ndarray:
 
 def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item_of: Callable[[int], dict],
                  fields_of: Callable[[int], dict], factory: str | None = None, gpu: bool = False,
-                 max_bytes: int | None = None, index_shards: int = 1) -> dict[str, Any]:
-    """Train/fill the FAISS index from all shards, write index + store + report; returns the manifest's index part.
+                 max_bytes: int | None = None, added_until: int = 0, stamp: str | None = None,
+                 index_shards: int = 1) -> dict[str, Any]:
+    """Train/fill the FAISS index from all shards (and the rows `add` appended before row `added_until`),
+    write index + store + report; returns the manifest's index part.
 
+    `stamp`: write the files under new names (`index.STAMP.faiss`, ...), beside an index being replaced.
     `index_shards` > 1: the index is written in that many parts trained once (`embedrl.index.sharded`).
     """
     from tqdm.auto import tqdm
@@ -185,10 +208,19 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
         raise EmbedrlError(f"{len(missing)} shard(s) missing in {out / SHARDS_DIR} (first: {missing[0]}); "
                            "rerun the build to encode them")
     metas = [read_shard(out, i)[0] for i in range(count_shards)]
-    sizes = [len(m["rows"]) for m in metas]
+    added = [read_added(path) for start, path in added_shards(out) if start < added_until]
+    sizes = [len(m["rows"]) for m in metas] + [len(a["items"]) for a, _ in added]
     total = sum(sizes)
+    skipped = [s for m in metas for s in m["skipped"]] + [s for a, _ in added for s in a["skipped"]]
+    report = {"count": total, "corpus_size": n, "skipped_count": len(skipped), "skipped": skipped,
+              "shards": count_shards, "shard_size": shard_size}
     if total == 0:
-        raise EmbedrlError("no item of the corpus could be encoded (see build_report.json)")
+        write_json(out / REPORT_FILE, {**report, "finished": now()})
+        raise EmbedrlError(f"no item of the corpus could be encoded (see {out / REPORT_FILE})")
+
+    def vectors(i: int) -> np.ndarray:
+        return np.asarray(read_shard(out, i)[1] if i < count_shards else added[i - count_shards][1])
+
     reason = "given with --factory"
     if factory is None:
         factory, reason = fx.choose_factory(total, dim, max_bytes)
@@ -200,55 +232,59 @@ def merge_shards(out: str | os.PathLike, n: int, shard_size: int, dim: int, item
         wanted = _sample_rows(total, size)
         offsets = np.cumsum([0] + sizes)
         parts = []
-        for i in range(count_shards):
+        for i in range(len(sizes)):
             local = wanted[(wanted >= offsets[i]) & (wanted < offsets[i + 1])] - offsets[i]
             if len(local):
-                parts.append(np.asarray(read_shard(out, i)[1][local]))
+                parts.append(vectors(i)[local])
         train = np.concatenate(parts)
     t0 = time.perf_counter()
+    def rows_of(i: int) -> tuple[list[dict], list, list[dict]]:
+        if i < count_shards:
+            meta = metas[i]
+            return [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]]
+        meta = added[i - count_shards][0]
+        return meta["items"], meta["tcots"], meta["fields"]
+
+    suffix = f".{stamp}" if stamp else ""
     if index_shards > 1:
         trained = fx.build(factory, dim, train, (), gpu=gpu)
         params = fx.default_search_params(trained)
         files: dict[str, Any] = {"index_shards": sharded.write_parts(
-            out, trained, sharded.group_shards(sizes, index_shards), lambda i: np.asarray(read_shard(out, i)[1]),
-            lambda i: ([item_of(p) for p in metas[i]["rows"]], metas[i]["tcots"],
-                       [fields_of(p) for p in metas[i]["rows"]]), gpu)}
+            out, trained, sharded.group_shards(sizes, index_shards), vectors, rows_of, gpu,
+            folder=sharded.PARTS_DIR + suffix)}
         index_seconds = time.perf_counter() - t0
     else:
-        chunks = (np.asarray(read_shard(out, i)[1]) for i in
-                  tqdm(range(count_shards), desc="indexing", unit="shard", disable=None))
+        chunks = (vectors(i) for i in tqdm(range(len(sizes)), desc="indexing", unit="shard", disable=None))
         index = fx.build(factory, dim, train, chunks, gpu=gpu)
         index_seconds = time.perf_counter() - t0
         params = fx.default_search_params(index)
-        fx.write_index(index, out / INDEX_FILE)
-
-        tmp_store = out / f".{STORE_FILE}.tmp-{os.getpid()}"
+        files = {"index_file": f"index{suffix}.faiss", "store_file": f"store{suffix}.sqlite"}
+        fx.write_index(index, out / files["index_file"])
+        tmp_store = out / f".{files['store_file']}.tmp-{os.getpid()}"
         tmp_store.unlink(missing_ok=True)
         with ItemStore(tmp_store) as store:
             row = 0
-            for meta in metas:
-                store.put_many(row, [item_of(p) for p in meta["rows"]], meta["tcots"], [fields_of(p) for p in meta["rows"]])
-                row += len(meta["rows"])
-        os.replace(tmp_store, out / STORE_FILE)
-        files = {"index_file": INDEX_FILE, "store_file": STORE_FILE}
+            for i in range(len(sizes)):
+                items, tcots, fields = rows_of(i)
+                store.put_many(row, items, tcots, fields)
+                row += len(items)
+        os.replace(tmp_store, out / files["store_file"])
 
-    skipped = [s for m in metas for s in m["skipped"]]
-    stats = [m.get("stats", {}) for m in metas]
-    report = {
-        "count": total, "corpus_size": n, "skipped_count": len(skipped), "skipped": skipped,
-        "shards": count_shards, "shard_size": shard_size, "factory": factory, "factory_reason": reason,
+    stats = [m.get("stats", {}) for m in metas] + [a.get("stats", {}) for a, _ in added]
+    report.update({
+        "factory": factory, "factory_reason": reason,
         "encode_seconds": round(sum(s.get("seconds", 0) for s in stats), 2),
         "index_seconds": round(index_seconds, 2),
         "tcot_cache": {"hits": sum(s.get("tcot_hits", 0) for s in stats),
                        "misses": sum(s.get("tcot_misses", 0) for s in stats)},
         "finished": now(),
-    }
+    })
     if any("tcots" in s for s in stats):
         report["tcots"] = merge_usage(s["tcots"] for s in stats if "tcots" in s)
         warn_broken(report["tcots"], f"corpus T-CoTs (see {out / REPORT_FILE})")
     write_json(out / REPORT_FILE, report)
     if skipped:
-        logger.warning("%d item(s) skipped (unreadable media), listed in %s", len(skipped), out / REPORT_FILE)
+        logger.warning("%d item(s) skipped, listed in %s", len(skipped), out / REPORT_FILE)
     return {"dim": dim, "metric": METRIC, "normalized": True, "factory": factory, "factory_reason": reason,
             "search_params": params, "count": total, "skipped": len(skipped), **files}
 
@@ -289,17 +325,35 @@ def _run(out: Path, n: int, plan: dict[str, Any], encode: ShardEncoder, dim: int
     logger.info("rank %d: encoded %d shard(s), reused %d", state.process_index, counts["encoded"], counts["reused"])
     state.wait_for_everyone()
     if state.is_main_process:
-        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, index_shards)
-        manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "versions": versions(),
+        previous = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+        same_plan = previous is not None and previous.get("plan", _digest(plan)) == _digest(plan)
+        # a rebuild keeps what `add` appended to the same build, and writes beside the index it replaces
+        added_until = int(previous["count"]) if same_plan else 0
+        stamp = None if previous is None else uuid.uuid4().hex[:8]
+        part = merge_shards(out, n, shard_size, dim, item_of, fields_of, factory, gpu, max_bytes, added_until,
+                            stamp, index_shards)
+        manifest = {"format": FORMAT_VERSION, **manifest_head, **part, "plan": _digest(plan), "versions": versions(),
                     "created": now()}
-        write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is an index
-        for stale in out.glob("index.*.faiss"):  # left by `add` before this rebuild
-            stale.unlink()
-        if index_shards == 1:
-            sharded.remove_parts(out)  # left by a build in index shards
+        write_json(out / MANIFEST, manifest)  # LAST: from here on the directory is this index
+        remove_added(out, added_until)  # appended by an add that never finished
+        remove_unused(out, manifest)
         logger.info("index ready: %s (%d vectors, %s)", out, part["count"], part["factory"])
     state.wait_for_everyone()
     return load_manifest(out)
+
+
+def remove_unused(out: Path, manifest: dict[str, Any]) -> None:
+    """Index and store files (and index-shard folders) the manifest no longer names: the index a rebuild or an
+    add replaced."""
+    keep = {manifest.get("index_file"), manifest.get("store_file")}
+    keep_parts = {Path(p["index"]).parent.name for p in manifest.get("index_shards") or []}
+    for path in [*out.glob("index*.faiss"), *out.glob("store*.sqlite")]:
+        if path.name not in keep:
+            for stale in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
+                stale.unlink(missing_ok=True)
+    for folder in out.glob(f"{sharded.PARTS_DIR}*"):
+        if folder.is_dir() and folder.name not in keep_parts:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_index(embedder: Embedder, corpus: Corpus | str | os.PathLike, out: str | os.PathLike,
@@ -383,51 +437,3 @@ def check_embedder(manifest: dict[str, Any], embedder: Embedder, index_dir: str 
         raise EmbedrlError(f"the index {index_dir} was built in the {want['format']} embedding format, not {fmt}; "
                            f"load the model with --format {want['format']} or rebuild the index")
 
-
-def add_to_index(index_dir: str | os.PathLike, items: Corpus | Sequence[Item], embedder: Embedder,
-                 reasoner: ReasonerLike | None = None, cache: TCoTCache | str | os.PathLike | None = None,
-                 batch_size: int = 32) -> dict[str, Any]:
-    """Append items to a complete index (same embedder and reasoner); returns a small report.
-
-    The new rows go into the store and a new index file; the manifest, rewritten last,
-    switches to them, so an interrupted add leaves the previous index intact.
-    """
-    index_dir = Path(index_dir)
-    manifest = load_manifest(index_dir)
-    if manifest.get("index_shards"):
-        raise EmbedrlError(f"{index_dir} is built in index shards; `index add` does not extend those yet: "
-                           "rebuild it over the whole corpus (`embedrl index build ... --overwrite`)")
-    check_embedder(manifest, embedder, index_dir)
-    if (manifest.get("reasoner") is None) != (reasoner is None) or (
-            reasoner is not None and reasoner_info(reasoner) != manifest["reasoner"]):
-        raise EmbedrlError(f"the index was built with reasoner {manifest.get('reasoner')}; add items with the same "
-                           f"one (got {reasoner_info(reasoner)})")
-    corpus = items if isinstance(items, Corpus) else Corpus(list(items))
-    if reasoner is not None and not isinstance(cache, TCoTCache):
-        cache = TCoTCache(cache)
-    encode = make_item_encoder(embedder, corpus, reasoner, cache, batch_size)  # type: ignore[arg-type]
-    shards = [encode(s, min(len(corpus), s + SHARD_SIZE)) for s in range(0, len(corpus), SHARD_SIZE)]
-    rows = [r for s in shards for r in s.rows]
-    skipped = [x for s in shards for x in s.skipped]
-    count = int(manifest["count"])
-    result = {"added": len(rows), "skipped": skipped, "count": count + len(rows)}
-    if not rows:
-        return result
-    index = fx.read_index(index_dir / manifest["index_file"])
-    if index.ntotal != count:
-        raise EmbedrlError(f"{index_dir}: index holds {index.ntotal} vectors, manifest says {count}; rebuild it")
-    index.add(fx.normalize(np.concatenate([s.vectors for s in shards])))
-    with ItemStore(index_dir / manifest["store_file"]) as store:
-        store.put_many(count, [corpus.items[p].to_dict() for p in rows],
-                       [t for s in shards for t in s.tcots], [corpus.fields[p] for p in rows])
-    new_file = f"index.{count + len(rows)}.faiss"
-    fx.write_index(index, index_dir / new_file)
-    old_file = manifest["index_file"]
-    manifest.update(count=count + len(rows), index_file=new_file, updated=now(), versions=versions(),
-                    skipped=int(manifest.get("skipped", 0)) + len(skipped))
-    write_json(index_dir / MANIFEST, manifest)
-    if old_file != new_file:
-        (index_dir / old_file).unlink(missing_ok=True)
-    logger.info("added %d item(s) to %s (%d skipped); %d vectors now", len(rows), index_dir, len(skipped),
-                manifest["count"])
-    return result

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -218,18 +219,13 @@ def build(factory: str, dim: int, train: np.ndarray | None, chunks: Iterable[np.
 
 
 def write_index(index, path: str | os.PathLike) -> None:
-    """Write atomically: a temp file beside `path`, then one rename."""
+    """Write atomically (a temp file beside `path`, then one rename), through Python's file objects, so a full
+    disk is an error naming the file (FAISS's own writer can report a failed close on stderr and go on)."""
     faiss = _faiss()
-    path = str(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        faiss.write_index(index, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as f:
+        writer = faiss.PyCallbackIOWriter(f.write)
+        faiss.write_index(index, writer)
+        del writer  # flushes its buffer into f
 
 
 def read_index(path: str | os.PathLike, flags: int = 0):

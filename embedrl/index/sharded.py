@@ -58,8 +58,9 @@ def group_shards(sizes: Sequence[int], parts: int) -> list[list[int]]:
 
 def write_parts(out: str | os.PathLike, trained, groups: list[list[int]], vectors_of: Callable[[int], np.ndarray],
                 rows_of: Callable[[int], tuple[list[dict], list[str | None], list[dict]]],
-                gpu: bool = False) -> list[dict[str, Any]]:
-    """Write the trained index and one part (index + store) per group of encode shards; returns the parts' entries.
+                gpu: bool = False, folder: str = PARTS_DIR) -> list[dict[str, Any]]:
+    """Write the trained index and one part (index + store) per group of encode shards into `folder`; returns
+    the parts' entries.
 
     `vectors_of(shard)`: that shard's vectors; `rows_of(shard)`: its (items, T-CoTs, fields) for the store.
     """
@@ -67,13 +68,13 @@ def write_parts(out: str | os.PathLike, trained, groups: list[list[int]], vector
 
     faiss = fx._faiss()
     out = Path(out)
-    remove_parts(out)  # an earlier layout's parts; the manifest (removed already) no longer lists them
-    ensure_dir(out / PARTS_DIR)
-    fx.write_index(trained, out / TRAINED_FILE)
+    shutil.rmtree(out / folder, ignore_errors=True)  # a killed run's parts: no manifest lists this folder
+    ensure_dir(out / folder)
+    fx.write_index(trained, out / folder / Path(TRAINED_FILE).name)
     entries, start = [], 0
     for p, group in enumerate(tqdm(groups, desc="index shards", unit="part", disable=None)):
         part = fx.to_gpu(faiss.clone_index(trained)) if gpu else faiss.clone_index(trained)
-        index_name, store_name = f"{PARTS_DIR}/{p:05d}.faiss", f"{PARTS_DIR}/{p:05d}.sqlite"
+        index_name, store_name = f"{folder}/{p:05d}.faiss", f"{folder}/{p:05d}.sqlite"
         tmp_store = out / f"{store_name}.tmp-{os.getpid()}"
         tmp_store.unlink(missing_ok=True)
         row = start
@@ -91,10 +92,6 @@ def write_parts(out: str | os.PathLike, trained, groups: list[list[int]], vector
         entries.append({"index": index_name, "store": store_name, "start": start, "count": row - start})
         start = row
     return entries
-
-
-def remove_parts(out: str | os.PathLike) -> None:
-    shutil.rmtree(Path(out) / PARTS_DIR, ignore_errors=True)
 
 
 class ShardedStore:

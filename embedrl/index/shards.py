@@ -5,6 +5,10 @@ atomically (`shards/shard_00012.npy`, then `shard_00012.json`, which marks it co
 skipped on a rerun. A shard's contents do not depend on how many processes encode, so N
 processes build the same shards as one. `make_item_encoder` turns corpus items into a shard:
 target T-CoTs from the shared cache, then the embedder; unreadable items are skipped and listed.
+
+Items appended by `index add` are kept as shards too (`shards/added_000000021.npy` / `.json`,
+named by the index row they start at, holding their items and fields), so a rebuild of the
+index (another FAISS factory) keeps them.
 """
 
 from __future__ import annotations
@@ -86,6 +90,46 @@ def read_shard(out: str | os.PathLike, i: int, mmap: bool = True) -> tuple[dict,
     return meta, vectors
 
 
+ADDED = "added_"
+
+
+def added_path(out: str | os.PathLike, start: int, suffix: str) -> Path:
+    return Path(out) / SHARDS_DIR / f"{ADDED}{start:09d}{suffix}"
+
+
+def write_added(out: str | os.PathLike, start: int, shard: EncodedShard, items: list[dict[str, Any]],
+                fields: list[dict[str, Any]]) -> None:
+    """Rows appended at index row `start`: vectors, then the metadata (with the items themselves)."""
+    with atomic_write(added_path(out, start, ".npy"), "wb") as f:
+        np.save(f, np.ascontiguousarray(shard.vectors, dtype=np.float32))
+    write_json(added_path(out, start, ".json"), {
+        "start": start, "items": items, "fields": fields, "tcots": shard.tcots, "skipped": shard.skipped,
+        "stats": shard.stats})
+
+
+def added_shards(out: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(start row, metadata path) of every appended shard on disk, in row order."""
+    found = []
+    for meta in (Path(out) / SHARDS_DIR).glob(f"{ADDED}*.json"):
+        try:
+            found.append((int(meta.stem[len(ADDED):]), meta))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def read_added(meta_path: Path) -> tuple[dict, np.ndarray]:
+    return read_json(meta_path), np.load(meta_path.with_suffix(".npy"))
+
+
+def remove_added(out: str | os.PathLike, from_row: int = 0) -> None:
+    """Drop appended shards starting at or after `from_row` (left by an unfinished add, or a replaced build)."""
+    for start, meta in added_shards(out):
+        if start >= from_row:
+            meta.with_suffix(".npy").unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+
+
 def encode_shards(out: str | os.PathLike, n: int, shard_size: int, encode: ShardEncoder,
                   rank: int = 0, world_size: int = 1) -> dict[str, int]:
     """Encode this rank's unfinished shards; returns counts of shards encoded and reused."""
@@ -126,6 +170,9 @@ def make_item_encoder(embedder: Embedder, corpus: Corpus, reasoner: ReasonerLike
     one; unreadable ones are skipped (and reported) and the rest encoded. A failure with no
     unreadable item is a real error and propagates.
     """
+
+    if batch_size < 1:
+        raise EmbedrlError(f"batch size must be at least 1, not {batch_size} (items per encoder batch)")
 
     def encode(start: int, stop: int) -> EncodedShard:
         items = corpus.items[start:stop]

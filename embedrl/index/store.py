@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrl.core.errors import EmbedrlError
+from embedrl.core.io import database_write_failed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -41,6 +42,8 @@ class ItemStore:
                 self._conn.execute(_SCHEMA)
             self._conn.execute("SELECT COUNT(*) FROM rows").fetchone()
         except sqlite3.DatabaseError as e:
+            if "full" in str(e):
+                raise database_write_failed(self.path, e) from e
             raise EmbedrlError(f"metadata store {self.path} is unreadable ({e}); rebuild the index") from e
 
     def close(self) -> None:
@@ -62,8 +65,11 @@ class ItemStore:
         fields = fields if fields is not None else [{}] * len(items)
         rows = [(start + i, str(item.get("id", start + i)), json.dumps(item, ensure_ascii=False), tcot,
                  json.dumps(f, ensure_ascii=False)) for i, (item, tcot, f) in enumerate(zip(items, tcots, fields))]
-        with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO rows VALUES (?,?,?,?,?)", rows)
+        try:
+            with self._conn:
+                self._conn.executemany("INSERT OR REPLACE INTO rows VALUES (?,?,?,?,?)", rows)
+        except sqlite3.OperationalError as e:  # a full disk, a read-only folder
+            raise database_write_failed(self.path, e) from e
 
     def get_many(self, row_ids: Sequence[int]) -> list[dict[str, Any] | None]:
         ids = [int(r) for r in row_ids]
@@ -75,6 +81,17 @@ class ItemStore:
                 found[row_id] = {"row": row_id, "id": item_id, "item": json.loads(item), "tcot": tcot,
                                  "fields": json.loads(fields)}
         return [found.get(r) for r in ids]
+
+    def existing_ids(self, ids: Sequence[str], below: int) -> list[str]:
+        """Those of `ids` that rows before `below` (the index's committed rows) already hold, in `ids` order."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            found.update(r[0] for r in self._conn.execute(
+                f"SELECT item_id FROM rows WHERE row_id < ? AND item_id IN ({','.join('?' * len(chunk))})",
+                [below, *chunk]))
+        return [i for i in unique if i in found]
 
     def find(self, item_id: str, below: int) -> dict[str, Any] | None:
         """The first row holding item `item_id` among rows below `below` (the committed ones), or None."""

@@ -315,12 +315,40 @@ def cmd_rerank(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl, _serve, _rerank]
+def _faults(commands) -> None:
+    from embedrl.lab import faults
+    from embedrl.lab.faults import CASES, FAST_CASES
+
+    what = "kill -9 and a full disk against the long jobs, then the rerun: what survived"
+    p = commands.add_parser("faults", help=what, description=faults.__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("--cases", nargs="+", default=list(FAST_CASES), choices=CASES, metavar="CASE",
+                   help=f"cases to run (default: {' '.join(FAST_CASES)}; also: "
+                        f"{' '.join(c for c in CASES if c not in FAST_CASES)}, minutes each)")
+    p.add_argument("--work", help="folder for presets, data and runs (default: a temporary folder)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_faults)
+
+
+def cmd_faults(args) -> int:
+    import tempfile
+
+    from embedrl.core.io import write_json
+    from embedrl.lab.faults import format_rows, rows_json, run_fault_bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_fault_bench(args.work or tmp, args.cases)
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows_json(rows))
+    return 0
+
+
+BENCHES = [_index, _encode, _rl, _serve, _rerank, _faults]
 
 
 def register(sub) -> None:
     commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, serving load, "
-                                       "rerankers")
+                                       "rerankers, faults")
     for add in BENCHES:
         add(commands)
 

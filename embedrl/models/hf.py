@@ -17,6 +17,20 @@ from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import read_json
 
 
+def check_model_path(spec: str, what: str = "model") -> bool:
+    """Whether `spec` is a local directory; a path that names nothing, or a folder with no model in it, is an
+    error now (before anything else reads it). A Hub id passes."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        if spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1:
+            raise EmbedrlError(f"{what} not found: {spec} (no such directory; a Hub id looks like org/name)")
+        return False
+    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise EmbedrlError(f"cannot load {what} {spec!r}: no config.json or adapter_config.json in it "
+                           "(not a model directory)")
+    return True
+
+
 def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[str, Any] | None = None,
              prepare_base: Callable[[Any, Any], Any] | None = None, what: str = "model") -> tuple[Any, Any]:
     """(model, processor) for `spec`. An adapter directory loads its base model, calls
@@ -25,6 +39,7 @@ def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     spec = str(spec)
+    local = check_model_path(spec, what)
     adapter = Path(spec) / "adapter_config.json"
     try:
         processor = AutoProcessor.from_pretrained(spec, **(processor_kwargs or {}))
@@ -39,7 +54,8 @@ def load_vlm(spec: str | os.PathLike, dtype: Any = None, processor_kwargs: dict[
         else:
             model = AutoModelForImageTextToText.from_pretrained(spec, dtype=dtype or "auto")
     except (OSError, ValueError) as e:
-        raise EmbedrlError(f"cannot load {what} {spec!r}: {str(e).splitlines()[0]}") from e
+        where = "" if local else "no such directory here, and as a Hub id: "
+        raise EmbedrlError(f"cannot load {what} {spec!r}: {where}{str(e).splitlines()[0]}") from e
     return model, processor
 
 

@@ -166,6 +166,7 @@ class Reasoner:
         """
         from embedrl.models.hf import load_vlm
 
+        check_modalities(kwargs.get("modalities"))  # a bad value fails before the weights load
         spec, weights_hash = model_identity(name_or_path)
         model, processor = load_vlm(spec, dtype, processor_kwargs, what="reasoner")
         return cls(model, processor, name_or_path=spec, device=device, weights_hash=weights_hash,

@@ -129,8 +129,9 @@ class VLMEmbedder(Embedder):
     @classmethod
     def from_pretrained(cls, name_or_path: str, format: str | None = None, device: str | None = None,
                         dtype: torch.dtype | None = None) -> VLMEmbedder:
-        from embedrl.models.hf import load_vlm
+        from embedrl.models.hf import check_model_path, load_vlm
 
+        check_model_path(name_or_path, "embedder")  # a wrong path says so, not that its format is unknown
         fmt = resolve_format(name_or_path, format)
         model, processor = load_vlm(name_or_path, dtype, prepare_base=functools.partial(prepare_model, fmt=fmt),
                                     what="embedder")

@@ -55,26 +55,27 @@ class EmbedderTrainingConfig(TrainingArguments):
         "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (initial value if learnable)."})
     learnable_temperature: bool = field(default=False, metadata={"help": "Learn the temperature (not with GradCache)."})
-    hard_negatives: int = field(default=1, metadata={"help": "Hard negatives per pair taken from neg_* fields."})
+    hard_negatives: int = field(default=1, metadata={"help": "Hard negatives per pair taken from neg_* fields.",
+                                                     "min": 0})
     use_tcot: bool = field(default=False, metadata={"help": "Condition on the pairs' qry_tcot/pos_tcot annotations."})
     tcot_dropout: float = field(default=0.0, metadata={
         "help": "With use_tcot: chance that a batch's query (or target) side is left raw, so the embedder "
-                "also serves raw input."})
+                "also serves raw input.", "min": 0})
     tcot_negatives: int = field(default=0, metadata={
         "help": "With use_tcot: per pair and side, candidates with the pair's own item and another pair's "
-                "T-CoT, so the embedder learns whether evidence fits its item."})
+                "T-CoT, so the embedder learns whether evidence fits its item.", "min": 0})
     gradcache_chunk_size: int = field(default=0, metadata={
-        "help": "GradCache chunk size in items (0: plain full-batch forward)."})
+        "help": "GradCache chunk size in items (0: plain full-batch forward).", "min": 0})
     gather_negatives: bool = field(default=True, metadata={"help": "Use other processes' items as negatives."})
     dataset_weights: dict[str, float] | None = field(default=None, metadata={
         "help": "Sampling weight per dataset name (default: proportional to size)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (VLM backend) instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank.", "min": 1})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha.", "min": 1})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines instead of failing."})
     check_media: bool = field(default=True, metadata={"help": "Open every image before training starts."})
-    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs.", "min": 1})
 
     def __post_init__(self):
         if self.learnable_temperature and self.gradcache_chunk_size:

@@ -7,6 +7,7 @@ is that run, and is not rerun), then scores each variant with one frozen embedde
 once) on the held-out sets, T-CoTs on both sides. The recipes in `train/` give the
 hyperparameters; this module only sets paths and seeds. Every stage resumes: finished stages
 are skipped, and a training stage that was killed continues from its last complete checkpoint.
+A rerun into the same `out` must keep the settings (adding seeds or variants is fine).
 
 With `rerankers` set, each first stage of `rerank_variants` is also scored with a second stage on
 its top `rerank_k`, on the first `rerank_queries` held-out queries of each set (`rerank.py`).
@@ -19,7 +20,10 @@ of Hit@1 and NDCG@5 per first stage, with its paired interval and cost) and `rew
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +154,19 @@ def _check_benchmark_version(data: Path) -> None:
                            f"{meta.get('size')} --overwrite`) or point `data` at a new folder")
 
 
+def _settings(config: AblationConfig) -> dict[str, Any]:
+    """What the finished stages of a run depend on: every field but where the run is and how many seeds, variants
+    and workers it has (adding those to a run is resuming it), with recipes by content and data folders absolute."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "seeds", "variants", "workers")}
+    for key in ("embedder_recipe", "warmup_recipe", "discriminator_recipe", "sft_recipe", "eg_rl_recipe"):
+        recipe = Path(settings[key] or "")
+        if recipe.is_file():
+            settings[key] = hashlib.sha1(recipe.read_bytes()).hexdigest()
+    for key in ("data", "eval_data"):
+        settings[key] = settings[key] and os.path.abspath(settings[key])
+    return settings
+
+
 def run_ablation(config: AblationConfig, name: str = "ablation",
                  rerun_hint: str = "embedrl eval ablation --config ...", write_report: bool = True) -> dict[str, Any]:
     """Every stage not yet done, then the table over `config.seeds` (written to OUT unless
@@ -161,7 +178,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     presets = out / "presets"
     for data in filter(None, (config.data, config.eval_data)):
         _check_benchmark_version(Path(data))
-    pipe = Pipeline(name, rerun_hint, out / "timings.json")
+    pipe = Pipeline(name, rerun_hint, out / "timings.json", settings=_settings(config))
     pipe.stage("synthetic benchmark", Path(config.data) / "meta.json", generate_benchmark, config.data, 0,
                config.data_size)
     if config.eval_data:

@@ -34,7 +34,7 @@ class EGRLConfig(GRPOConfig):
         "help": "gamma: weight of the outcome reward. GRPO standardises the total per group, so weights act "
                 "through each reward's spread: the run logs weight x std per reward and warns when one drowns "
                 "another (a margin at small outcome_tau varies little and needs a larger weight)."})
-    outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k."})
+    outcome_k: int = field(default=1, metadata={"help": "Acc_k: the positive must rank within the top k.", "min": 1})
     outcome_tau: float = field(default=0.5, metadata={"help": "Softmax temperature over negatives' similarities."})
     outcome_form: str = field(default="margin", metadata={
         "help": "`margin`: the paper's Acc_k x (positive - softmax-weighted negatives); `rank`: Acc_k / log2(1 + rank) "
@@ -75,13 +75,13 @@ class EGRLConfig(GRPOConfig):
     flip_max_new_tokens: int = field(default=48, metadata={"help": "Longest text the backward model writes (tokens)."})
     flip_temperature: float = field(default=0.0, metadata={
         "help": "Backward model's sampling temperature (0: greedy, so equal T-CoTs earn equal rewards; FLIP used 1)."})
-    process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator."})
+    process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator.", "min": 2})
     candidate_tcots: str = field(default="annotation", metadata={
         "help": "T-CoTs of what rollouts are scored against: `annotation` (the pairs file's), `reasoner` (written "
                 "once each by the starting policy, as an index built with it would hold them) or `none` (raw items)."})
     tcot_cache: str | None = field(default=None, metadata={
         "help": "T-CoT cache file for `candidate_tcots: reasoner` (shared with indexing and evaluation)."})
-    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs."})
+    max_train_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs.", "min": 1})
     skip_bad: bool = field(default=False, metadata={"help": "Skip (and count) bad pairs lines."})
     modalities: list[str] | None = field(default=None, metadata={
         "help": "Roll out only items of these modalities (text, image, video, document); items of others are "
@@ -93,8 +93,8 @@ class EGRLConfig(GRPOConfig):
     freeze_vision: bool = field(default=False, metadata={
         "help": "Keep the policy's vision tower as it is (train the language side only)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the policy."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank.", "min": 1})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha.", "min": 1})
 
     def __post_init__(self):
         if self.outcome_form not in OUTCOME_FORMS:

@@ -334,31 +334,32 @@ class ProcessReward(_RolloutReward):
     def __init__(self, dataset: RolloutDataset, discriminator, bank: CandidateBank, n_candidates: int = 4,
                  seed: int = 0):
         super().__init__(dataset)
-        self.discriminator, self.bank, self.n_candidates = discriminator, bank, n_candidates
-        self.rng = random.Random(seed)
+        self.discriminator, self.bank, self.n_candidates, self.seed = discriminator, bank, n_candidates, seed
 
     def _text(self, key: tuple) -> str:
         """A candidate as the discriminator reads it: its annotated T-CoT, else its raw text."""
         item, tcot = self.bank.entry(key)
         return render_tcot(tcot) if tcot else item.text
 
-    def negatives(self, i: int, role: str, in_batch: list[int]) -> list[tuple]:
+    def negatives(self, i: int, role: str, in_batch: list[int], rng: random.Random) -> list[tuple]:
         """Keys of the wrong candidates for pair i's `role` rollout: a query's own hard negatives
         first (the near misses its evidence must rule out), topped up with other pairs of the batch."""
         other = "target" if role == "query" else "query"
         hard = [("neg", i, j) for j in range(len(self.dataset.pairs[i].negs))] if role == "query" else []
-        hard = self.rng.sample(hard, min(len(hard), self.n_candidates - 1))
+        hard = rng.sample(hard, min(len(hard), self.n_candidates - 1))
         pool = [(other, j) for j in in_batch if j != i]
-        return hard + self.rng.sample(pool, min(len(pool), self.n_candidates - 1 - len(hard)))
+        return hard + rng.sample(pool, min(len(pool), self.n_candidates - 1 - len(hard)))
 
     def question(self, i: int, role: str, tcot_text: str, in_batch: list[int]) -> tuple[str, int, int]:
         """The multiple-choice question for pair i's `role` T-CoT: (prompt, number of candidates, right answer).
 
         A negative that reads exactly like the positive is left out: no evidence can tell them apart,
-        so asking would pay a coin flip."""
+        so asking would pay a coin flip. The draws depend on the question alone (not on the questions asked
+        before it), so a run resumed from a checkpoint asks what the uninterrupted run asked."""
+        rng = random.Random(f"{self.seed}:{role}:{i}:{sorted(in_batch)}:{tcot_text}")
         positive = self._text(("target" if role == "query" else "query", i))
-        negatives = [text for text in map(self._text, self.negatives(i, role, in_batch)) if text != positive]
-        candidates, gold = shuffle_candidates(positive, negatives, self.rng)
+        negatives = [text for text in map(self._text, self.negatives(i, role, in_batch, rng)) if text != positive]
+        candidates, gold = shuffle_candidates(positive, negatives, rng)
         return discriminator_prompt(tcot_text, candidates), len(candidates), gold
 
     def score(self, completions, pair_index, role, **kwargs) -> list[float]:
