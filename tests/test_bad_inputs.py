@@ -494,7 +494,7 @@ case("train-eg-rl-all-weights-zero", cli(*EGRL, "format_weight=0", "process_weig
      "at least one of format_weight, process_weight, outcome_weight must be non-zero")
 case("train-eg-rl-modalities-audio", cli(*EGRL, "modalities=[audio]"), ERROR, "not ['audio']")
 case("train-embedder-no-model", cli("train", "embedder", "train_data=t.jsonl", "output_dir={w.out}"), ERROR,
-     "set both `model` and `train_data`")
+     "set `model` and the training data")
 for name, message in (("config_latin1", "config_latin1.yaml:1: not UTF-8 text (byte 0xe9)"),
                       ("config_invalid", "config_invalid.yaml: invalid YAML at line 2, column 1: expected ',' or ']'"),
                       ("config_list", "config_list.yaml: expected a mapping of key: value at the top level"),
@@ -534,7 +534,7 @@ for name, message in PAIRS_ERRORS.items():
         case(f"read-pairs-skip-bad-{name}", skipped, SKIPPED, message.split(".jsonl:")[1] if ".jsonl:" in message
              else message)
 case("train-embedder-skip-bad-runs-on", cli(*TRAIN_OK, "--skip-bad"), SKIPPED,
-     "skipped 1 bad line(s) of {w.d}/pairs_latin1.jsonl; first: {w.d}/pairs_latin1.jsonl:2: not UTF-8 text")
+     "skipped 1 bad row(s) of the training data; first: {w.d}/pairs_latin1.jsonl:2: not UTF-8 text")
 case("train-embedder-all-bad-with-skip-bad", cli(*TRAIN, "train_data={w.d}/pairs_all_bad.jsonl", "--skip-bad"), ERROR,
      "pairs_all_bad.jsonl: no usable pairs (2 skipped)")
 case("train-embedder-train-data-missing", cli(*TRAIN, "train_data={w.d}/nowhere.jsonl"), ERROR,
@@ -544,21 +544,21 @@ case("train-embedder-model-missing", cli("train", "embedder", "model=/nonexisten
      "embedder not found: /nonexistent/m")
 case("train-embedder-lora-on-clip", cli(*TRAIN_OK, "lora=true"), ERROR, "LoRA is supported for VLM embedders")
 
-# evaluation
+# evaluation: a row that cannot be used is a missed query (scored 0), named with its file and line, and the run goes on
 for bad, message in (("latin1", "Toy_latin1.jsonl:2: not UTF-8 text (byte 0xe9)"),
                      ("malformed", "Toy_malformed.jsonl:2: malformed JSON"),
                      ("img_int", "Toy_img_int.jsonl:2: a media path must be a string, not a number (5)"),
                      ("rel", "Toy_rel.jsonl:2: tgt_rel must be a list of 2 numbers"),
                      ("no_cands", "Toy_no_cands.jsonl:2: no candidates"),
                      ("lengths", "Toy_lengths.jsonl:2: tgt_img_path has 2 entries but there are 3 candidates")):
-    case(f"eval-mmeb-rows-{bad}", cli(*EVAL, "--registry", f"{{w.d}}/rows_{bad}.yaml"), ERROR, message)
+    case(f"eval-mmeb-rows-{bad}", cli(*EVAL, "--registry", f"{{w.d}}/rows_{bad}.yaml"), SKIPPED, message)
 case("eval-mmeb-missing-media", cli(*EVAL, "--registry", "{w.d}/rows_missing_media.yaml"), SKIPPED,
-     "missing: Toy: missing {w.d}/img/gone.png")
+     "Toy_missing_media.jsonl:2: relevant candidate unusable: image img/gone.png not found ({w.d}/img/gone.png)")
 case("eval-mmeb-dataset-files-missing", cli(*EVAL, "--registry", "{w.d}/registry_two.yaml", "--data-root",
                                             "{w.d}/empty_folder"), SKIPPED, "missing: Toy: missing {w.d}/empty_folder/Toy.jsonl")
 for name, message in (("beir_Doc", "qrels.tsv:2: score 'lots' is not a number"),
                       ("beir_Cols", "qrels.tsv:1: expected 3 tab-separated columns"),
-                      ("beir_Unknown", "qrels.tsv: corpus-id 'd9' (query q1) is not in corpus.jsonl")):
+                      ("beir_Unknown", "queries.jsonl:1: relevant candidate unusable: relevant candidate 'd9' is not in the pool")):
     case(f"eval-mmeb-{name}", cli(*EVAL, "--registry", f"{{w.d}}/registry_{name}.yaml"), ERROR, message)
 for name, message in (("registry_latin1", "registry_latin1.yaml:2: not UTF-8 text"),
                       ("registry_invalid", "registry_invalid.yaml: invalid YAML at line 2"),

@@ -132,11 +132,20 @@ def test_mmeb_v2_registry_counts_and_names():
     assert {s.metric for s in specs if s.modality != "visdoc"} == {"hit@1"}
     assert {s.metric for s in specs if s.modality == "visdoc"} == {"ndcg_linear@5"}
     assert all(s.scope == "local" for s in specs if s.modality == "image")
-    assert all(s.scope == "global" and s.reader == "beir" for s in specs if s.modality == "visdoc")
-    assert [s.name for s in specs if s.modality == "video" and s.scope == "global"] == [
-        "K700", "HMDB51", "UCF101", "Breakfast", "DiDeMo", "MSR-VTT", "MSVD", "VATEX", "YouCook2"]
+    assert all(s.scope == "global" and s.reader in ("vidore", "visrag") for s in specs if s.modality == "visdoc")
+    assert {s.name for s in specs if s.modality == "video" and s.scope == "global"} == {
+        "K700", "HMDB51", "UCF101", "Breakfast", "DiDeMo", "MSR-VTT", "MSVD", "VATEX", "YouCook2"}
     assert by_name["ViDoSeek-page"].extra["aliases"] == ["ViDoSeek-page-fixed"]
     assert all(not Path(s.path).is_absolute() for s in specs)
+    # every entry reads a Hub repository download with a reader of the harness's parsers
+    assert all(s.path.startswith("hf/") for s in specs)
+    assert by_name["ViDoSeek-page"].path == "hf/VLM2Vec/ViDoSeek-page-fixed"  # the fixed labels
+    assert by_name["MMLongBench-page"].path == "hf/VLM2Vec/MMLongBench-page-fixed"
+    assert by_name["MomentSeeker"].path == "hf/VLM2Vec/MomentSeeker"  # de-duplicated (1602), not _1k8
+    assert by_name["YouCook2"].path == "hf/lmms-lab/YouCook2" and by_name["YouCook2"].extra["split"] == "val"
+    assert len(by_name["MVBench"].extra["subsets"]) == 20
+    from embedrl.data.mmeb_video import labels_of
+    assert [len(labels_of(by_name[n])) for n in ("K700", "HMDB51", "UCF101", "Breakfast")] == [700, 51, 101, 10]
 
 
 def test_recipe_symlink_and_uvrb_registry():
@@ -177,11 +186,12 @@ def test_image_rows_graded_rel_and_malformed_rows(tmp_path):
     rows[1]["tgt_img_path"] = ["imgs/red.png", "imgs/green.png"]
     rows[1]["tgt_text"] = ["a", "b", "c"]
     _jsonl(path, rows)
-    with pytest.raises(EmbedrlError, match=r"Toy-I2I.jsonl:2: tgt_img_path has 2 entries"):
-        read_task(spec, tmp_path)
+    task = read_task(spec, tmp_path)  # the malformed row is a missed query, named by file and line
+    assert len(task.queries) == 1 and len(task.missed) == 1
+    assert "Toy-I2I.jsonl:2: tgt_img_path has 2 entries" in task.missed[0]
     path.write_text(path.read_text().splitlines()[0] + "\n{not json\n")
-    with pytest.raises(EmbedrlError, match=r"Toy-I2I.jsonl:2: malformed JSON"):
-        read_task(spec, tmp_path)
+    task = read_task(spec, tmp_path)
+    assert len(task.missed) == 1 and "Toy-I2I.jsonl:2: malformed JSON" in task.missed[0]
 
 
 def test_missing_files_and_media_are_reported(tmp_path):
@@ -189,9 +199,17 @@ def test_missing_files_and_media_are_reported(tmp_path):
     with pytest.raises(MissingData, match="nothere"):
         read_task(DatasetSpec("X", "image", "I-RET", "image_rows", "local", "hit@1", "nothere.jsonl"), tmp_path)
     os.remove(tmp_path / "image-tasks" / "imgs" / "blue.png")
-    with pytest.raises(MissingData) as err:
+    task = read_task(spec, tmp_path)  # blue is a negative of both rows: left out of the pool, both queries kept
+    assert len(task.queries) == 2 and not task.missed and task.absent == {"images": 1}
+    assert task.local_candidates == [[0, 1], [2, 1]]
+    os.remove(tmp_path / "image-tasks" / "imgs" / "red.png")  # q1's image and gold
+    task = read_task(spec, tmp_path)
+    assert len(task.queries) == 1 and len(task.missed) == 1 and "red.png" in task.missed[0]
+    for name in ("green", "gray"):
+        os.remove(tmp_path / "image-tasks" / "imgs" / f"{name}.png")
+    with pytest.raises(MissingData) as err:  # nothing usable: the dataset is missing, not scored 0
         read_task(spec, tmp_path)
-    assert [p for p in err.value.paths if p.endswith("blue.png")]
+    assert [p for p in err.value.paths if p.endswith("green.png")]
 
 
 def test_frame_sampling_is_uniform_and_natural_sorted(tmp_path):
@@ -509,6 +527,21 @@ def test_global_ranking_in_chunks_equals_one_shot(monkeypatch):
     ranked, scores, _ = mmeb.rank_task(task, q, c, top=10)
     assert np.array_equal(np.stack(ranked), rank_scores(q @ c.T, top=10))
     assert all(list(r).index(3) < list(r).index(7) for r in ranked if 3 in r and 7 in r)
+
+
+def test_data_check_uvrb_in_the_extracted_release_layout(tmp_path, capsys):
+    import shutil
+
+    import embedrl.cli as cli
+
+    make_uvrb(tmp_path / "UVRB_extracted" / "MSRVTT" / "UVRB", "MSRVTT")
+    assert cli.main(["data", "check", "uvrb", "--root", str(tmp_path), "--datasets", "MSRVTT"]) == 0
+    shutil.rmtree(tmp_path / "UVRB_extracted" / "MSRVTT" / "UVRB" / "MSRVTT" / "videos_frames" / "blue")
+    capsys.readouterr()
+    assert cli.main(["data", "check", "uvrb", "--root", str(tmp_path), "--datasets", "MSRVTT", "DiDeMo"]) == 1
+    out = capsys.readouterr().out
+    assert "0 present, 1 partial, 1 missing" in out and "frames missing for 1 videos" in out
+    assert "hf download Alibaba-NLP/UVRB" in out
 
 
 # ---------------------------------------------------------------- nothing silently wrong

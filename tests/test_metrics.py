@@ -83,3 +83,49 @@ def test_dataset_score_is_the_mean_over_queries():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError):
         evaluate_rankings([["a"]], [])
+
+
+def test_metrics_agree_with_trec_eval_on_random_rankings():
+    """1,000 random rankings with graded (1-3) and multiple (1-5) relevant candidates, against pytrec_eval
+    (trec_eval's own code), to 1e-6. Differences that are the MMEB-V2 harness's definitions, on purpose:
+    - map@k: the harness divides AP@k by min(#relevant, k); trec_eval's map_cut_k divides by #relevant
+      (checked through that factor);
+    - mrr@k: the harness cuts at k; trec_eval's recip_rank has no cut-off (given the run cut at k);
+    - ndcg_exponential@k (gain 2^rel - 1) is not in trec_eval: it equals trec_eval's ndcg_cut_k (gain = rel)
+      on the grades mapped to 2^rel - 1;
+    - f1@k is not in trec_eval: the harmonic mean of its P_k and recall_k.
+    The harness also pairs graded labels with their scores through a set (a known hazard: labels can meet
+    the wrong score); here each label keeps its own grade, which is what trec_eval computes."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = np.random.default_rng(0)
+    ks = (1, 5, 10)
+    qrels, qrels_exp, runs, runs_cut, ours = {}, {}, {}, {k: {} for k in ks}, {}
+    for q in range(1000):
+        n = int(rng.integers(5, 40))
+        docs = [f"d{i}" for i in range(n)]
+        relevant = rng.choice(n, size=int(rng.integers(1, min(5, n) + 1)), replace=False)
+        grades = {docs[i]: int(rng.integers(1, 4)) for i in relevant}
+        ranking = [docs[i] for i in rng.permutation(n)]
+        qid = f"q{q}"
+        qrels[qid] = grades
+        qrels_exp[qid] = {d: 2 ** g - 1 for d, g in grades.items()}
+        runs[qid] = {d: float(n - r) for r, d in enumerate(ranking)}  # distinct scores: no tie rules involved
+        for k in ks:
+            runs_cut[k][qid] = {d: float(n - r) for r, d in enumerate(ranking[:k])}
+        ours[qid] = (query_metrics(ranking, grades, ks), len(grades))
+    measures = {"P.1,5,10", "recall.1,5,10", "ndcg_cut.1,5,10", "success.1,5,10", "map_cut.1,5,10"}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(runs)
+    trec_exp = pytrec_eval.RelevanceEvaluator(qrels_exp, {"ndcg_cut.1,5,10"}).evaluate(runs)
+    rr = {k: pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(runs_cut[k]) for k in ks}
+    for qid, (m, n_rel) in ours.items():
+        t = trec[qid]
+        for k in ks:
+            assert m[f"hit@{k}"] == pytest.approx(t[f"success_{k}"], abs=1e-6)
+            assert m[f"precision@{k}"] == pytest.approx(t[f"P_{k}"], abs=1e-6)
+            assert m[f"recall@{k}"] == pytest.approx(t[f"recall_{k}"], abs=1e-6)
+            assert m[f"ndcg_linear@{k}"] == pytest.approx(t[f"ndcg_cut_{k}"], abs=1e-6)
+            assert m[f"ndcg_exponential@{k}"] == pytest.approx(trec_exp[qid][f"ndcg_cut_{k}"], abs=1e-6)
+            assert m[f"map@{k}"] == pytest.approx(t[f"map_cut_{k}"] * n_rel / min(n_rel, k), abs=1e-6)
+            assert m[f"mrr@{k}"] == pytest.approx(rr[k].get(qid, {}).get("recip_rank", 0.0), abs=1e-6)
+            p, r = t[f"P_{k}"], t[f"recall_{k}"]
+            assert m[f"f1@{k}"] == pytest.approx(0.0 if p + r == 0 else 2 * p * r / (p + r), abs=1e-6)

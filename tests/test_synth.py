@@ -39,6 +39,13 @@ def _scenes(root: Path) -> dict[str, Scene]:
     return {row["id"]: Scene.from_dict(row) for row in read_jsonl(root / "scenes.jsonl")}
 
 
+def _eval_rows(root: Path, config: str) -> list[dict]:
+    """A set's rows as the published parquet holds them."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(root / "eval" / config / "test-00000-of-00001.parquet").to_pylist()
+
+
 def _scene_of(path: str) -> str:
     """Scene id from a media path: images/<id>.png, crops/<id>-x-y.png, videos/<id>."""
     return Path(path).name.split(".")[0].split("-")[0]
@@ -55,10 +62,12 @@ def test_layout_counts_and_registry(bench):
     assert [s.name for s in specs] == list(TASK_NAMES)
     by_name = {s.name: s for s in specs}
     assert {s.category for s in specs} == {"I-RET", "I-QA", "I-VG", "I-CLS", "V-RET"}
-    assert by_name["Synth-VideoRet"].reader == "video_rows" and by_name["Synth-VideoRet"].scope == "global"
+    assert by_name["Synth-VideoRet"].reader == "msrvtt" and by_name["Synth-VideoRet"].scope == "global"
+    assert by_name["Synth-CLS"].reader == "image_cls" and by_name["Synth-Composed"].reader == "image_i2i_vg"
     assert all(s.metric == "hit@1" for s in specs)
     for spec in specs:
-        assert len(read_jsonl(bench / spec.path)) == plan.eval_queries == meta["counts"][spec.path]
+        rows = _eval_rows(bench, spec.name)
+        assert len(rows) == plan.eval_queries == meta["counts"][f"eval/{spec.name}/test-00000-of-00001.parquet"]
     assert len(list((bench / "videos").iterdir())) == meta["counts"]["videos"]
     assert len(read_jsonl(bench / "oracle.jsonl")) == meta["counts"]["oracle.jsonl"] == (
         plan.train_per_task + plan.eval_queries) * len(TASKS)
@@ -80,16 +89,23 @@ def test_eval_sets_read_by_the_harness_readers(bench):
 def test_eval_rows_gold_first_and_declared_count(bench):
     meta, scenes = read_meta(bench), _scenes(bench)
     for task in TASKS:
-        rows = read_jsonl(bench / "eval" / f"{task.name}.jsonl")
+        rows = _eval_rows(bench, task.name)
         oracle = [r for r in read_jsonl(bench / "oracle.jsonl") if r["split"] == "eval" and r["dataset"] == task.name]
         n = meta["tasks"][task.name]["candidates"]
+        if task.modality == "video":  # MSR-VTT's rows: the gold video; the rest of the pool is the corpus config
+            corpus = {r["video_id"] for r in _eval_rows(bench, f"{task.name}-corpus")}
+            for row, orc in zip(rows, oracle, strict=True):
+                assert row["qid"] == orc["qid"] and row["video_id"] == orc["gold_scene"]
+                assert {h["scene"] for h in orc["hard_negatives"]} <= corpus | {r["video_id"] for r in rows}
+            continue
         for row, orc in zip(rows, oracle, strict=True):
             assert row["qid"] == orc["qid"]
-            paths = row.get("tgt_img_path") or row.get("tgt_video_path")
+            paths = row["tgt_img_path"]
             assert len(row["tgt_text"]) == len(paths) == n
             keys = list(zip(row["tgt_text"], paths, strict=True))
             assert len(set(keys)) == n, "candidates of a query are distinct"
-            if task.name in ("Synth-T2I", "Synth-Composed", "Synth-VideoRet", "Synth-Grounding"):
+            assert row["qry_inst"].startswith("<|image_1|>") == bool(row["qry_img_path"])
+            if task.name in ("Synth-T2I", "Synth-Composed", "Synth-Grounding"):
                 assert _scene_of(paths[0]) == orc["gold_scene"]
             if task.name in ("Synth-I2T", "Synth-CLS", "Synth-VQA", "Synth-Grounding"):
                 assert _scene_of(row["qry_img_path"]) == orc["gold_scene"]
@@ -230,10 +246,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_oracle_rows_point_at_their_rows(bench):
+    import pyarrow.parquet as pq
+
     files = {}
     for row in read_jsonl(bench / "oracle.jsonl"):
-        rows = files.setdefault(row["file"], read_jsonl(bench / row["file"]))
-        target = rows[row["line"] - 1]
+        if row["file"] not in files:
+            path = bench / row["file"]
+            files[row["file"]] = pq.read_table(path).to_pylist() if path.suffix == ".parquet" else read_jsonl(path)
+        target = files[row["file"]][row["line"] - 1]
         assert target.get("dataset", row["dataset"]) == row["dataset"]
         assert target.get("qid") == row.get("qid")
     assert json.loads((bench / "meta.json").read_text())["version"] >= 1
@@ -331,3 +351,54 @@ def test_the_reading_script_asks_grounding_phrases_and_composed_edits(synth_tiny
     assert set(row) == {"names the referred object", "caption's first object", "names the edit's result",
                         "names the unchanged object"}
     assert all(0 <= v <= 100 for v in row.values())
+
+
+def _as_jsonl_layout(bench: Path, out: Path) -> Path:
+    """The same benchmark in embedrl's own JSONL layout (image_rows / video_rows), the layout version 4 wrote."""
+    from embedrl.data.registry import DatasetSpec, dump_registry
+
+    specs = []
+    for spec in load_registry(bench / "registry.yaml"):
+        rows = _eval_rows(bench, spec.name)
+        extra = {}
+        if spec.modality == "video":
+            inst, tgt = spec.extra["query_instruction"], spec.extra["target_instruction"]
+            rows = [{"qid": r["qid"], "qry_inst": inst, "qry_text": r["caption"], "tgt_inst": tgt,
+                     "tgt_video_path": [f"videos/{r['video_id']}"]} for r in rows]
+            corpus = [{"tgt_inst": tgt, "tgt_video_path": [f"videos/{r['video_id']}"]}
+                      for r in _eval_rows(bench, f"{spec.name}-corpus")]
+            (out / f"{spec.name}_corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+            extra["corpus"] = str(out / f"{spec.name}_corpus.jsonl")  # absolute: outside the data root
+        (out / f"{spec.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        specs.append(DatasetSpec(spec.name, spec.modality, spec.category,
+                                 "video_rows" if spec.modality == "video" else "image_rows", spec.scope, spec.metric,
+                                 str(out / f"{spec.name}.jsonl"), media_root=".", num_frames=spec.num_frames,
+                                 extra=extra))
+    (out / "registry.yaml").write_text(dump_registry(specs))
+    return out / "registry.yaml"
+
+
+def test_published_layout_scores_equal_the_jsonl_layout(synth_tiny_dir, tiny_clip_dir, tmp_path):
+    """One benchmark, two layouts: the published readers and embedrl's JSONL readers give the same items,
+    pools and every metric of every set."""
+    from embedrl.data.readers import read_task
+    from embedrl.eval.mmeb import evaluate
+    from embedrl.models.base import load_embedder
+
+    jsonl_registry = _as_jsonl_layout(synth_tiny_dir, tmp_path)
+    for a, b in zip(load_registry(synth_tiny_dir / "registry.yaml"), load_registry(jsonl_registry), strict=True):
+        ta, tb = read_task(a, synth_tiny_dir), read_task(b, synth_tiny_dir)
+        assert [(q.id, q.text, q.instruction, q.image, q.frames) for q in ta.queries] == \
+               [(q.id, q.text, q.instruction, q.image, q.frames) for q in tb.queries], a.name
+        assert [(c.text, c.instruction, c.image, c.frames) for c in ta.candidates] == \
+               [(c.text, c.instruction, c.image, c.frames) for c in tb.candidates], a.name
+        assert ta.relevance == tb.relevance and ta.local_candidates == tb.local_candidates
+    clip, sets = load_embedder(str(tiny_clip_dir)), ["Synth-CLS", "Synth-Composed", "Synth-VideoRet"]
+    published = evaluate(clip, synth_tiny_dir / "registry.yaml", synth_tiny_dir, tmp_path / "a", datasets=sets).results
+    own = evaluate(clip, jsonl_registry, synth_tiny_dir, tmp_path / "b", datasets=sets).results
+    merged = {**published["metrics"]["image"], **published["metrics"]["video"]}
+    assert sorted(merged) == sorted(sets)
+    for name, scores in {**own["metrics"]["image"], **own["metrics"]["video"]}.items():
+        for key, value in scores.items():
+            if isinstance(value, float):
+                assert merged[name][key] == pytest.approx(value, abs=1e-9), (name, key)

@@ -113,6 +113,7 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--batch-size must be at least 1")
     all_specs, _ = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
     check_tcot_modes(args.tcot, by_set, args.reasoner, [s.name for s in all_specs])
+    print_data_summary(args.registry, args.datasets, args.data_root)
     embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
@@ -155,6 +156,16 @@ def print_rerank_summary(out: str, results: dict) -> None:
                 print(f"  {name}: {metric} {100 * score['first_stage'][metric]:.1f} -> {100 * score[metric]:.1f} "
                       f"after {cost['name']}@{cost['k']} ({cost['reordered']} of {score['num_data']} queries reordered); "
                       f"{cost['seconds_per_query']:.3f} s a query, {cost['cost_ratio']:.1f}x the first stage's")
+
+
+def print_data_summary(registry: str, datasets: list[str] | None, root: str) -> None:
+    """What of the registry's data is on disk (as `embedrl data check` prints it), before a run starts."""
+    from embedrl.data.check import check_datasets, format_summary
+    from embedrl.eval.mmeb import load_specs
+
+    if not Path(root).is_dir():
+        raise EmbedrlError(f"data root {root} is not a directory")
+    print(format_summary(check_datasets(load_specs(registry, datasets), root), f"data under {root}"), flush=True)
 
 
 def cmd_report(args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,22 @@ from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
 
-ImageLike = Union[str, os.PathLike, Image.Image]
+
+class MediaRef:
+    """An image that is not a file of its own: a member of an archive or a cell of a dataset.
+
+    Subclasses (embedrl.data.media) say where it lives (`__str__`, used in messages and keys) and
+    read its encoded bytes (`read_bytes`); pixels are decoded only when a model needs them.
+    """
+
+    def read_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        return True
+
+
+ImageLike = Union[str, os.PathLike, Image.Image, MediaRef]
 
 # MMEB-train rows mark where the image goes with a placeholder; we keep the image separately.
 IMAGE_PLACEHOLDERS = ("<|image_1|>", "<image>")
@@ -30,11 +46,17 @@ def load_image(image: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
     """Open an image as RGB, with an error that names the file for missing/corrupt/huge input."""
     if isinstance(image, Image.Image):
         return image.convert("RGB") if image.mode != "RGB" else image
-    path = Path(image)
-    if not path.is_file():
-        raise EmbedrlError(f"image not found: {path}")
+    if isinstance(image, MediaRef):
+        try:
+            path, source = str(image), io.BytesIO(image.read_bytes())
+        except (OSError, KeyError) as e:
+            raise EmbedrlError(f"image not found: {image} ({e})") from e
+    else:
+        path = source = Path(image)
+        if not path.is_file():
+            raise EmbedrlError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             if im.width * im.height > max_pixels:
                 raise EmbedrlError(
                     f"image {path} has {im.width}x{im.height} pixels, over the limit of {max_pixels}")
@@ -57,6 +79,11 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
 def _media_digest(image: ImageLike) -> str:
     if isinstance(image, Image.Image):
         return hashlib.sha1(image.tobytes() + repr((image.mode, image.size)).encode()).hexdigest()
+    if isinstance(image, MediaRef):
+        try:
+            return hashlib.sha1(image.read_bytes()).hexdigest()
+        except (OSError, KeyError):
+            return "missing:" + str(image)
     path = str(image)
     try:
         st = os.stat(path)

@@ -1,21 +1,21 @@
 """Dataset registry: which evaluation sets exist, how to read them and how to score them.
 
-One YAML schema serves the 78 MMEB-V2 datasets, UVRB and the synthetic benchmark:
+One YAML schema serves the 78 MMEB-V2 datasets, UVRB, the synthetic benchmark and one's own data:
 
     datasets:
       - name: MSCOCO_t2i          # official name, used in result files
         modality: image           # image | video | visdoc
         category: I-RET           # e.g. I-CLS I-QA I-RET I-VG V-CLS V-QA V-RET V-MRET ViDoRe-V1 ...
-        reader: image_rows        # image_rows | video_rows | beir (see embedrl.eval readers)
+        reader: image_t2i         # a layout reader (embedrl/data/readers.py lists them)
         scope: local              # local: each query vs its own candidates; global: vs the pool
         metric: hit@1             # main metric (hit@1, ndcg_linear@5, recall@1, precision@1, ...)
-        path: image-tasks/MSCOCO_t2i.jsonl   # relative to the data root (a file or a folder)
-        # optional: media_root (relative to the data root), num_frames, notes
+        path: hf/ziyjiang/MMEB_Test_Instruct   # relative to the data root (a file or a folder)
+        subset: MSCOCO_t2i        # reader-specific keys (subset, split, instructions, ...) go in `extra`
+        # optional: media_root (a folder, or a list of alternatives), num_frames, notes
 
-Row layouts (`image_rows` / `video_rows`): `qry_inst`, `qry_text`, `qry_img_path`
-(video: `qry_video_path`, a folder of frames), `tgt_inst`, `tgt_text` (list),
-`tgt_img_path` (list; video: `tgt_video_path`, list of frame folders); the first candidate
-is the gold one. `beir`: a folder with `queries.jsonl`, `corpus.jsonl`, `qrels.tsv`.
+The published readers (MMEB-V2 image / video / visdoc) take the Hub repository folder as `path`
+and `subset` / `split` as keys; embedrl's JSONL layouts (`image_rows`, `video_rows`, `beir`) take a
+file or folder. See embedrl/data/readers.py for every layout.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class DatasetSpec:
     scope: str
     metric: str
     path: str
-    media_root: str | None = None
+    media_root: str | list[str] | None = None
     num_frames: int | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

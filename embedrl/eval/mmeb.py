@@ -5,7 +5,8 @@
 For each dataset of the registry: read it (readers.py), encode every distinct candidate
 once and every query (batched, with progress bars), score by dot product (embeddings are
 L2-normalised, so this is cosine similarity), rank (ties in candidate order, metrics.py)
-and compute every metric at 1, 5 and 10. Per dataset it writes, atomically,
+and compute every metric at 1, 5 and 10. A row that could not be used (malformed, or naming an absent file) counts as a missed query:
+it scores 0 and the score file lists it. Per dataset it writes, atomically,
 
     OUT/{modality}/{name}_pred.jsonl   one line a query: top-10 candidate ids and scores, labels
     OUT/{modality}/{name}_score.json   all metrics (+ num_pred, num_data, tied_at_1, ...)
@@ -49,7 +50,7 @@ import numpy as np
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import ensure_dir, read_json, write_json, write_jsonl
 from embedrl.core.tcot import TCOT_MODES, mode_covers, tcot_usage, warn_broken
-from embedrl.data.evalset import EvalTask, MissingData
+from embedrl.data.evalset import MAX_LISTED, EvalTask, MissingData
 from embedrl.data.readers import read_task
 from embedrl.data.registry import DatasetSpec, load_registry
 from embedrl.eval.fingerprint import (
@@ -230,7 +231,8 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     if reranker is not None:
         ranked, scores, said = rerank_task(reranker, task, ranked, scores, rerank_k)
     t4 = time.perf_counter()
-    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
+    missed = [query_metrics([], {}, ks)] * len(task.missed)  # rows that could not be used score 0
+    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)] + missed
     cids = task.candidate_ids
     preds = []
     for n, (qid, r, s, rel) in enumerate(zip(task.query_ids, ranked, scores, task.relevance, strict=True)):
@@ -247,8 +249,8 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
                              rerank_scores=said[n].scores, rerank_detail=said[n].detail)
     score = mean_metrics(per_query, ks)
     score.update({
-        "num_pred": len(preds), "num_data": len(task.queries), "num_candidates": len(task.candidates),
-        "tied_at_1": tied,
+        "num_pred": len(preds), "num_data": len(task.queries) + len(task.missed),
+        "num_candidates": len(task.candidates), "tied_at_1": tied,
     })
     timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
                "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
@@ -257,13 +259,15 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
         timings["rerank_s"] = t4 - t3
         first_s = (t3 - t1) / max(1, len(task.queries))  # per query: its T-CoT, encoding and ranking
         score["first_stage"] = mean_metrics([query_metrics(list(r), rel, ks)
-                                             for r, rel in zip(first_stage, task.relevance, strict=True)], ks)
+                                             for r, rel in zip(first_stage, task.relevance, strict=True)] + missed, ks)
         score["rerank"] = {"name": getattr(reranker, "name", type(reranker).__name__), "k": rerank_k,
                            "seconds_per_query": (t4 - t3) / max(1, len(task.queries)),
                            "first_stage_seconds_per_query": first_s,
                            "cost_ratio": (t4 - t3) / max(1, len(task.queries)) / max(first_s, 1e-9),
                            "reordered": sum(r.order != sorted(r.order) for r in said),
                            "kept": sum(bool(r.detail.get("kept")) for r in said)}
+    if task.missed:
+        score["missed"] = {"count": len(task.missed), "first": task.missed[:MAX_LISTED]}
     for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
         if tcots is not None:
             score[f"{role}_tcots"] = usage = tcot_usage(items, tcots)

@@ -216,6 +216,30 @@ def cmd_rl(args) -> int:
     return 0
 
 
+def _data(commands) -> None:
+    p = commands.add_parser("data", help="read throughput of each published-layout reader vs PIL alone")
+    p.description = ("Read a synthetic benchmark in the published MMEB-V2 layout, an MMEB-train repository with "
+                     "zipped images and a BEIR visdoc repository (made in a temp folder) with their readers, decode "
+                     "every picture, and compare with decoding the same pictures with PIL alone.")
+    p.add_argument("--size", choices=("tiny", "small", "medium"), default="small", help="benchmark size")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args) -> int:
+    import tempfile
+
+    from embedrl.core.io import write_json
+    from embedrl.lab.bench_data import bench_readers, format_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = bench_readers(tmp, args.size)
+    print(format_rows(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
 def _serve(commands) -> None:
     p = commands.add_parser("serve", help="HTTP search load: dynamic batching vs batching off vs in-process",
                             description="Send a bounded load of /v1/search requests to `embedrl serve` on "
@@ -343,12 +367,12 @@ def cmd_faults(args) -> int:
     return 0
 
 
-BENCHES = [_index, _encode, _rl, _serve, _rerank, _faults]
+BENCHES = [_index, _encode, _rl, _data, _serve, _rerank, _faults]
 
 
 def register(sub) -> None:
-    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, serving load, "
-                                       "rerankers, faults")
+    commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, reading "
+                                       "data, serving load, rerankers, faults")
     for add in BENCHES:
         add(commands)
 

@@ -127,7 +127,8 @@ def cmd_synth(args) -> int:
 
     summary = generate_benchmark(args.out, seed=args.seed, size=args.size, overwrite=args.overwrite)
     counts = summary["counts"]
-    n_eval = {k.split("/", 1)[1][:-6]: v for k, v in counts.items() if k.startswith("eval/")}
+    n_eval = {k.split("/")[1]: v for k, v in counts.items()
+              if k.startswith("eval/") and not k.split("/")[1].endswith("-corpus")}
     if summary["skipped"]:
         print(f"{summary['out']}: already holds the complete benchmark (seed {summary['seed']}, "
               f"size {summary['size']}); nothing to do")

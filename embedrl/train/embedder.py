@@ -30,6 +30,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from embedrl.core.errors import EmbedrlError
+from embedrl.data.mmeb_train import read_mmeb_train
 from embedrl.data.pairs import read_pairs
 from embedrl.models.base import Embedder, load_embedder
 from embedrl.train.checkpoints import resume_checkpoint
@@ -50,7 +51,11 @@ class EmbedderTrainingConfig(TrainingArguments):
     format: str = field(default="", metadata={
         "help": "Embedding format of a VLM embedder (embed-rl, vlm2vec, gme, qwen3-vl-embedding); default: the one "
                 "the model records or its files identify, else embed-rl, the paper's layout. Saved in embedrl.json."})
-    train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style)."})
+    train_data: str = field(default="", metadata={"help": "Pairs JSONL (MMEB-train style). Or give `data`."})
+    data: dict[str, Any] | None = field(default=None, metadata={
+        "help": "MMEB-train read from its published files: {mmeb_train: REPOSITORY_FOLDER, subsets: [ImageNet_1K, "
+                "...] (default: all 20), split: original | diverse_instruction, num_sample_per_subset: N or "
+                "{subset: N}}. Pairs are grouped by subset (dataset_weights keys)."})
     data_root: str | None = field(default=None, metadata={
         "help": "Folder that relative media paths in train_data are relative to (default: the file's folder)."})
     temperature: float = field(default=0.02, metadata={"help": "InfoNCE temperature (initial value if learnable)."})
@@ -208,8 +213,11 @@ def build_config(config_path: str | None, overrides: list[str] | None) -> Embedd
 
     config = _build(EmbedderTrainingConfig, config_path, overrides, report_to="none",
                     remove_unused_columns=False, save_strategy="steps", save_steps=200, logging_steps=10)
-    if not config.model or not config.train_data:
-        raise EmbedrlError("set both `model` and `train_data` (in the config file or as key=value)")
+    if not config.model or not (config.train_data or config.data):
+        raise EmbedrlError("set `model` and the training data, `train_data` (pairs JSONL) or `data` (MMEB-train), "
+                           "in the config file or as key=value")
+    if config.train_data and config.data:
+        raise EmbedrlError("set one of `train_data` and `data`, not both")
     return config
 
 
@@ -231,10 +239,13 @@ def train_embedder(config: EmbedderTrainingConfig, resume: bool = False) -> Path
         if not hasattr(embedder, "apply_lora"):
             raise EmbedrlError(f"LoRA is supported for VLM embedders; {config.model} is {embedder.backend}")
         embedder.apply_lora(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad,
-                                check_media=config.check_media)
+    if config.data:
+        pairs, skipped = read_mmeb_train(config.data, skip_bad=config.skip_bad)
+    else:
+        pairs, skipped = read_pairs(config.train_data, root=config.data_root, skip_bad=config.skip_bad,
+                                    check_media=config.check_media)
     if skipped:
-        logger.warning("skipped %d bad line(s) of %s; first: %s", len(skipped), config.train_data, skipped[0])
+        logger.warning("skipped %d bad row(s) of the training data; first: %s", len(skipped), skipped[0])
     if config.max_train_pairs:
         pairs = pairs[: config.max_train_pairs]
     if config.use_tcot:

@@ -14,8 +14,14 @@ Layout (every path inside a file is relative to DIR):
                                       generic-annotator T-CoTs (qry_tcot, pos_tcot, neg_tcot: one
                                       per negative); read with
                                       `embedrl.data.pairs.read_pairs(DIR/"train/pairs.jsonl", root=DIR)`
-    DIR/eval/<Set>.jsonl              evaluation rows (image_rows / video_rows layout, gold first)
-    DIR/registry.yaml                 one `embedrl.data.registry` entry per eval set (data root: DIR)
+    DIR/eval/                         the evaluation sets as a Hub dataset repository in MMEB-V2's published
+                                      layout (README.md configs, <Set>/test-00000-of-00001.parquet): image
+                                      sets as `ziyjiang/MMEB_Test_Instruct` rows (qry_inst, qry_text,
+                                      qry_img_path, tgt_inst, tgt_text, tgt_img_path; gold first), the video
+                                      set as MSR-VTT's (video_id, video, caption) plus a config of the
+                                      distractor videos (<Set>-corpus); read by the MMEB-V2 readers
+    DIR/registry.yaml                 one `embedrl.data.registry` entry per eval set (data root: DIR),
+                                      `reader` the harness parser each set mirrors
     DIR/corpus.jsonl                  every distinct eval candidate as `Item.to_dict()`, stable ids
     DIR/oracle.jsonl                  per training pair and eval query: the details that separate
                                       the gold from its hard negatives (analysis only)
@@ -52,11 +58,17 @@ from embedrl.lab.synth.tasks import TASKS, Ctx, Example, Side, Task, annotate, e
 logger = logging.getLogger(__name__)
 
 GENERATOR = "embedrl.lab.synth.benchmark"
-VERSION = 4  # 2: hard negatives carry generic-annotator T-CoTs (neg_tcot); 3: an image + text query's
+VERSION = 5  # 2: hard negatives carry generic-annotator T-CoTs (neg_tcot); 3: an image + text query's
 # T-CoT is about the objects its text names, not the picture's most salient ones; 4: a composed query's
 # T-CoT describes the edited object as the change leaves it (before: as the unchanged picture, a hard
-# negative, shows it)
+# negative, shows it); 5: version 4's rows written in MMEB-V2's published layout (same scores:
+# tests/test_synth.py)
 PLACEHOLDER = "<|image_1|>"
+# the MMEB-V2 harness parser each set is written for (embedrl/data/mmeb_image.py, mmeb_video.py)
+PARSERS = {"Synth-T2I": "image_t2i", "Synth-I2T": "image_i2t", "Synth-VQA": "image_qa",
+           "Synth-Grounding": "image_i2i_vg", "Synth-Composed": "image_i2i_vg", "Synth-CLS": "image_cls",
+           "Synth-VideoRet": "msrvtt"}
+EVAL_REPO = "eval"
 TRAIN_NEGS = 2  # hard negatives per training pair
 EVAL_HARD = 3  # one-detail hard negatives per eval query (VQA / CLS: every other answer)
 STAGING = ".synth-staging"
@@ -207,17 +219,19 @@ def _eval_rows(task: Task, examples: list[Example], rng: random.Random, media: _
         cands = [ex.gold] + [s for s, _ in rest]
         hard = [{"index": k + 1, **d} for k, (_, d) in enumerate(rest) if d is not None]
         qid = f"{task.name}-{qi:05d}"
-        row = {"qid": qid, "qry_inst": task.qry_inst, "qry_text": ex.query.text}
-        if task.modality == "video":
-            row["qry_video_path"] = media.video(ex.query)
-            row.update(tgt_inst=task.tgt_inst, tgt_text=[c.text for c in cands],
-                       tgt_video_path=[media.video(c) for c in cands])
-        else:
-            row["qry_img_path"] = media.image(ex.query)
-            row.update(tgt_inst=task.tgt_inst, tgt_text=[c.text for c in cands],
-                       tgt_img_path=[media.image(c) for c in cands])
+        if task.modality == "video":  # MSR-VTT's columns; the other candidates join the pool as the corpus
+            vid = ex.gold.scene.id
+            row = {"qid": qid, "video_id": vid, "video": f"{vid}.mp4", "caption": ex.query.text,
+                   "distractors": [c.scene.id for c in cands[1:]]}
+        else:  # MMEB_Test_Instruct's columns, with the Phi-3 image placeholder where a side has an image
+            def inst(text: str, has_image: bool) -> str:
+                return f"{PLACEHOLDER}\n{text}" if has_image and text else text
+            image = media.image(ex.query)
+            row = {"qid": qid, "qry_inst": inst(task.qry_inst, bool(image)), "qry_text": ex.query.text,
+                   "qry_img_path": image, "tgt_inst": inst(task.tgt_inst, bool(media.image(ex.gold))),
+                   "tgt_text": [c.text for c in cands], "tgt_img_path": [media.image(c) for c in cands]}
         rows.append(row)
-        oracle.append(_oracle(ex, "eval", task, f"eval/{task.name}.jsonl", qi + 1, hard, qid))
+        oracle.append(_oracle(ex, "eval", task, _parquet(task.name), qi + 1, hard, qid))
         for c in cands:
             items.append(Item(text=c.text, instruction=task.tgt_inst, image=media.image(c) or None,
                               frames=media.frames(c) or None))
@@ -246,12 +260,38 @@ def _corpus(items: list[Item]) -> list[dict]:
     return out
 
 
+def _parquet(config: str) -> str:
+    return f"{EVAL_REPO}/{config}/test-00000-of-00001.parquet"
+
+
+def _write_repo(root: Path, tables: dict[str, list[dict]]) -> dict[str, int]:
+    """The eval sets as a Hub dataset repository: one config per set, README.md front matter naming them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    counts, lines = {}, ["---", "configs:"]
+    for config, rows in tables.items():
+        path = root / _parquet(config)
+        ensure_dir(path.parent)
+        with atomic_write(path, "wb") as f:
+            pq.write_table(pa.Table.from_pylist(rows), f)
+        counts[_parquet(config)] = len(rows)
+        lines += [f"- config_name: {config}", "  data_files:", "  - split: test", f"    path: {config}/test-*"]
+    with atomic_write(root / EVAL_REPO / "README.md") as f:
+        f.write("\n".join(lines + ["---", "", DESCRIPTION, ""]))
+    return counts
+
+
 def _spec(task: Task) -> DatasetSpec:
-    return DatasetSpec(name=task.name, modality=task.modality, category=task.category,
-                       reader="video_rows" if task.modality == "video" else "image_rows", scope=task.scope,
-                       metric="hit@1", path=f"eval/{task.name}.jsonl", media_root=".",
+    extra: dict = {"subset": task.name, "split": "test"}
+    if task.modality == "video":
+        extra.update(corpus_subset=f"{task.name}-corpus", query_instruction=task.qry_inst,
+                     target_instruction=task.tgt_inst)
+    return DatasetSpec(name=task.name, modality=task.modality, category=task.category, reader=PARSERS[task.name],
+                       scope=task.scope, metric="hit@1", path=EVAL_REPO,
+                       media_root="videos" if task.modality == "video" else ".",
                        num_frames=NUM_FRAMES if task.modality == "video" else None,
-                       notes=f"{task.notes}; {task.n_cands} candidates per query")
+                       notes=f"{task.notes}; {task.n_cands} candidates per query", extra=extra)
 
 
 def _write_benchmark(root: Path, seed: int, size: str) -> dict:
@@ -259,12 +299,17 @@ def _write_benchmark(root: Path, seed: int, size: str) -> dict:
     media, scenes, counts = _Media(), {}, {}
     eval_scenes: dict = {}
     corpus_items, oracle = [], []
+    tables: dict[str, list[dict]] = {}
     for task in TASKS:
         examples = _examples(task, seed, "eval", plan.eval_queries, EVAL_HARD, eval_scenes)
         rows, orc, items = _eval_rows(task, examples, _rng(seed, task.name, "eval-candidates"), media)
-        counts[f"eval/{task.name}.jsonl"] = write_jsonl(root / "eval" / f"{task.name}.jsonl", rows)
+        if task.modality == "video":
+            distractors = dict.fromkeys(v for row in rows for v in row.pop("distractors"))
+            tables[f"{task.name}-corpus"] = [{"video_id": v, "video": f"{v}.mp4"} for v in distractors]
+        tables[task.name] = rows
         oracle += orc
         corpus_items += items
+    counts.update(_write_repo(root, tables))
     scenes.update(eval_scenes)
     per_task = [_examples(t, seed, "train", plan.train_per_task, TRAIN_NEGS, scenes, set(eval_scenes)) for t in TASKS]
     train_rows, train_oracle = [], []
@@ -335,7 +380,7 @@ def _summary(out: Path, meta: dict, seconds: float, skipped: bool) -> dict:
              "corpus": out / "corpus.jsonl", "oracle": out / "oracle.jsonl", "scenes": out / "scenes.jsonl",
              "meta": out / "meta.json"}
     paths = {k: str(v) for k, v in paths.items()}
-    paths["eval"] = {t: str(out / "eval" / f"{t}.jsonl") for t in meta.get("tasks", {})}
+    paths["eval"] = {t: str(out / _parquet(t)) for t in meta.get("tasks", {})}
     size_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"out": str(out), "seed": meta["seed"], "size": meta["size"], "skipped": skipped,
             "seconds": round(seconds, 2), "bytes": size_bytes, "counts": meta["counts"], "paths": paths}
