@@ -3,16 +3,17 @@
 import json
 import math
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
+from chat_server import ChatServer, choices, text_of
+from egrl_helpers import tiny_eg_rl_overrides
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
-from embedrl.train.egrl.judge import OpenAIDiscriminator
+from embedrl.models.chat import EndpointChat
+from embedrl.train.egrl.judge import Discriminator
 from embedrl.train.egrl.rewards import (
     discriminator_prompt,
     format_rewards,
@@ -149,29 +150,20 @@ def test_process_reward_and_choice_parsing():
     assert "(A) x" in prompt and "(B) y" in prompt
 
 
-class _Judge(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that picks the candidate in `golds` (or, with `contrary`, one that
-    is not), and keeps the candidate lists it was shown."""
+class _Judge:
+    """A judge behind an OpenAI-compatible endpoint: picks the candidate in `golds` (or, with `contrary`,
+    one that is not), and keeps the candidate lists it was shown."""
 
-    golds: set[str] = set()
-    contrary = False
-    seen: list[list[str]] = []
+    def __init__(self):
+        self.golds: set[str] = set()
+        self.contrary = False
+        self.seen: list[list[str]] = []
 
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        lines = [ln for ln in body["messages"][0]["content"].split("\n") if ln.startswith("(")]
+    def __call__(self, body):
+        lines = [ln for ln in text_of(body).split("\n") if ln.startswith("(")]
         candidates = [ln[4:] for ln in lines]
-        type(self).seen.append(candidates)
-        letter = next((ln[1] for ln, c in zip(lines, candidates) if (c in self.golds) != self.contrary), "Z")
-        payload = json.dumps({"choices": [{"message": {"content": letter}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        self.seen.append(candidates)
+        return choices([next((ln[1] for ln, c in zip(lines, candidates) if (c in self.golds) != self.contrary), "Z")])
 
 
 def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(tiny_clip_dir, synth_tiny_dir):
@@ -180,9 +172,8 @@ def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(ti
     from embedrl.train.egrl.rewards import ProcessReward
     from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
 
-    server = HTTPServer(("127.0.0.1", 0), _Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    judged = _Judge()
+    with ChatServer(judged) as server:
         pairs, _ = read_pairs(synth_tiny_dir / "train" / "pairs.jsonl", root=synth_tiny_dir)
         norm = lambda text: render_tcot(parse_tcot(text))  # noqa: E731
         # pairs whose hard negatives' T-CoTs differ from the positive's (the annotator sometimes
@@ -191,24 +182,22 @@ def test_process_reward_shows_hard_negatives_shuffled_and_pays_the_right_pick(ti
         assert len(pairs) == 6
         dataset = RolloutDataset(pairs)
         bank = CandidateBank(load_embedder(str(tiny_clip_dir)), pairs)
-        judge = OpenAIDiscriminator(f"http://127.0.0.1:{server.server_port}/v1", "judge")
+        judge = Discriminator(EndpointChat(server.url, "judge"))
         reward = ProcessReward(dataset, judge, bank, n_candidates=3, seed=0)
-        _Judge.golds = {norm(p.pos_tcot) for p in pairs[:4]} | {norm(pairs[5].qry_tcot)}
+        judged.golds = {norm(p.pos_tcot) for p in pairs[:4]} | {norm(pairs[5].qry_tcot)}
         rollouts = [p.qry_tcot for p in pairs[:4]] + ["<thinking>{broken", pairs[5].pos_tcot]
         roles = ["query"] * 5 + ["target"]
         scores = reward(rollouts, pair_index=[0, 1, 2, 3, 4, 5], role=roles)
         assert scores == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]  # a broken T-CoT is not judged
         # a query is told apart from its own hard negatives (one detail off), the gold shuffled in
-        for i, shown in enumerate(_Judge.seen[:4]):
+        for i, shown in enumerate(judged.seen[:4]):
             assert sorted(shown) == sorted([norm(pairs[i].pos_tcot)] + [norm(t) for t in pairs[i].neg_tcots])
-        gold_positions = [shown.index(norm(pairs[i].pos_tcot)) for i, shown in enumerate(_Judge.seen[:4])]
+        gold_positions = [shown.index(norm(pairs[i].pos_tcot)) for i, shown in enumerate(judged.seen[:4])]
         assert len(set(gold_positions)) > 1
         # a target is told apart from other queries of the batch
-        assert norm(pairs[5].qry_tcot) in _Judge.seen[4] and len(_Judge.seen[4]) == 3
-        _Judge.contrary = True
+        assert norm(pairs[5].qry_tcot) in judged.seen[4] and len(judged.seen[4]) == 3
+        judged.contrary = True
         assert reward(rollouts[:4], pair_index=[0, 1, 2, 3], role=["query"] * 4) == [0.0] * 4
-    finally:
-        server.shutdown()
 
 
 def test_outcome_reward_scores_against_the_other_side_and_hard_negatives(tiny_clip_dir, synth_tiny_dir):
@@ -368,6 +357,11 @@ def test_reward_content_script_orders_rollouts_by_reward_and_by_right_keywords(t
     # the untrained preset writes no usable T-CoT: its rollouts earn no more than the annotated one
     assert all(row["usable"] == 0 and row["annotation_rank"] == 1 for row in found.values())
     assert "| Synth-CLS | query | 2 | 0% |" in capsys.readouterr().out
+    # the FLIP reward through the same script: a frozen copy of the reasoner infers, no embedder needed
+    found = script.main(["--reward", "flip", "--reasoner", str(tiny_reasoner_dir), "--data", str(synth_tiny_dir),
+                         "--prompts", "1", "--generations", "2", "--modalities", "image"])
+    assert all(row["usable"] == 0 and row["annotation_rank"] == 1 and row["spread"] >= 0 for row in found.values())
+    assert "the flip reward does not tell" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("reasoner_preset,embedder_preset", [
@@ -381,11 +375,7 @@ def test_one_grpo_step_on_tiny_presets_survives_junk_generations(reasoner_preset
     from embedrl.train.egrl.trainer import train_eg_rl
 
     tiny_reasoner_dir, embedder_dir = (request.getfixturevalue(p) for p in (reasoner_preset, embedder_preset))
-    config = build_egrl_config(None, [
-        f"reasoner={tiny_reasoner_dir}", f"embedder={embedder_dir}", f"data_root={synth_tiny_dir}",
-        f"train_data={synth_tiny_dir / 'train' / 'pairs.jsonl'}", f"output_dir={tmp_path}", "max_steps=1",
-        "per_device_train_batch_size=4", "num_generations=2", "max_completion_length=16", "use_cpu=true",
-        "logging_steps=1", "max_train_pairs=8"])
+    config = build_egrl_config(None, tiny_eg_rl_overrides(tiny_reasoner_dir, embedder_dir, synth_tiny_dir, tmp_path))
     out = train_eg_rl(config)
     assert (out / "reward_curves.png").stat().st_size > 0  # with the weighted-spread panel
     reasoner = load_reasoner(out)  # the saved policy loads and generates

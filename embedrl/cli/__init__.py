@@ -140,3 +140,34 @@ def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAc
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_rerank_args(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """`--rerank NAME --rerank-k K [--rerank-model SPEC] [--rerank-option KEY=VALUE ...]` (`load_rerank_args`)."""
+    from embedrl.rerank import RERANKERS
+
+    parser.add_argument("--rerank", choices=list(RERANKERS), default=None,
+                        help="rerank the first stage's top --rerank-k with a chat model: lcr (confidence of sampled "
+                             "answers; K samples a candidate) or yes-prob (P(Yes) to 'does it match?'; one forward)")
+    parser.add_argument("--rerank-k", type=int, default=10, help="how many of the first stage's top to rerank (10)")
+    parser.add_argument("--rerank-model", default=None,
+                        help=f"the reranker's model: a local model dir / Hub id or openai:BASE_URL#MODEL "
+                             f"(default: {default_model})")
+    parser.add_argument("--rerank-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a reranker setting, e.g. t_query=0.8, samples=5, entailment=exact (lcr) or "
+                             "prompt=... (yes-prob); repeatable")
+
+
+def load_rerank_args(args, default_model, cache=True):
+    """The reranker `add_rerank_args` asked for (None without --rerank); `default_model`: a spec or a loaded
+    Reasoner, used when --rerank-model is not given."""
+    if not args.rerank:
+        return None
+    if args.rerank_k < 1:
+        raise EmbedrlError("--rerank-k must be at least 1")
+    model = args.rerank_model or default_model
+    if model is None:
+        raise EmbedrlError(f"--rerank {args.rerank} needs a model: give --rerank-model (or a reasoner)")
+    from embedrl.rerank import load_reranker
+
+    return load_reranker(args.rerank, model, args.rerank_option, cache=cache)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedrl.cli import add_format_option
+from embedrl.cli import add_format_option, add_rerank_args
 
 
 def register(sub) -> None:
@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="largest accepted image in pixels, checked before decoding (default 16M)")
+    add_rerank_args(p, "the query reasoner")
     p.set_defaults(func=cmd_demo)
 
 
@@ -38,20 +39,23 @@ def cmd_demo(args) -> int:
         raise EmbedrlError("--concurrency must be at least 1")
     if not args.max_upload_mb > 0 or args.max_pixels < 1:  # (not > 0: NaN too)
         raise EmbedrlError("--max-upload-mb and --max-pixels must be positive")
+    if args.rerank_k < 1:
+        raise EmbedrlError("--rerank-k must be at least 1")
     if not 0 < args.port < 65536:
         raise EmbedrlError(f"--port {args.port} is not a TCP port")
     limits = dict(concurrency=args.concurrency, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
     if args.server:
         from embedrl.demo.remote import launch as launch_remote
 
-        if args.model or args.reasoner or args.tcot_cache or args.format:
-            raise EmbedrlError("--model, --format, --reasoner and --tcot-cache are the server's; give them to "
-                               "`embedrl serve`")
+        if args.model or args.reasoner or args.tcot_cache or args.format or args.rerank:
+            raise EmbedrlError("--model, --format, --reasoner, --tcot-cache and --rerank are the server's; give "
+                               "them to `embedrl serve`")
         launch_remote(args.server, args.index, args.api_key, host=args.host, port=args.port, share=args.share,
                       **limits)
         return 0
     if not args.index:
         raise EmbedrlError("give --index DIR (or --server URL)")
     launch(args.index, host=args.host, port=args.port, share=args.share, model=args.model,
-           reasoner=args.reasoner, tcot_cache=args.tcot_cache, format=args.format, **limits)
+           reasoner=args.reasoner, tcot_cache=args.tcot_cache, format=args.format, rerank=args.rerank,
+           rerank_k=args.rerank_k, rerank_model=args.rerank_model, rerank_options=args.rerank_option, **limits)
     return 0

@@ -2,6 +2,7 @@
 
     embedrl eval mmeb --model M --data-root D --out O [--registry mmeb_v2|PATH] [--datasets A B]
                       [--reasoner R --tcot none|query|target|both] [--tcot-set NAME=MODE ...]
+                      [--rerank lcr|yes-prob --rerank-k K --rerank-model SPEC --rerank-option KEY=VALUE]
     embedrl eval uvrb --model M --data-root D --out O          (registry uvrb)
     embedrl eval report O [OTHER.json ...] [--registry R] [--plot P | --no-plot] [--per-dataset]
 
@@ -12,7 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrl.cli import add_format_option, add_group, add_prompt_set_option
+from embedrl.cli import (
+    add_format_option,
+    add_group,
+    add_prompt_set_option,
+    add_rerank_args,
+    load_rerank_args,
+)
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import TCOT_MODES
 
@@ -44,6 +51,7 @@ def register(sub) -> None:
         p.add_argument("--reasoner-backend", choices=("hf", "vllm"), default="hf",
                        help="generate T-CoTs with transformers (hf) or vLLM's offline engine (vllm, GPU only)")
         p.add_argument("--batch-size", type=int, default=32, help="items per encode batch")
+        add_rerank_args(p, "the --reasoner")
         p.add_argument("--overwrite", action="store_true",
                        help="recompute scores in --out made by another model, reasoner or T-CoT mode (refused "
                             "otherwise, so results.json never mixes runs)")
@@ -113,10 +121,12 @@ def cmd_run(args) -> int:
     reasoner = (load_reasoner(args.reasoner, backend=args.reasoner_backend, cache=True, modalities=args.tcot_modalities,
                               prompt_set=args.prompt_set)
                 if args.reasoner else None)
+    # the reranker shares the reasoner's weights when transformers holds them, else loads its own copy
+    reranker = load_rerank_args(args, reasoner if args.reasoner_backend == "hf" else args.reasoner)
     run = evaluate(embedder, args.registry, args.data_root, args.out, datasets=args.datasets,
                    reasoner=reasoner, tcot_mode=args.tcot, tcot_mode_by_set=by_set, batch_size=args.batch_size,
                    metadata={"model_name": args.model, "format": embedder.embedrl_config().get("format")},
-                   overwrite=args.overwrite)
+                   reranker=reranker, rerank_k=args.rerank_k, overwrite=args.overwrite)
     print(f"computed {len(run.computed)}, resumed {len(run.resumed)}, missing {len(run.missing)} "
           f"-> {run.path}")
     for name, reason in run.recomputed.items():
@@ -127,10 +137,25 @@ def cmd_run(args) -> int:
         q = sum(t["encode_queries_s"] for t in run.timings.values())
         c = sum(t["encode_candidates_s"] for t in run.timings.values())
         print(f"  encode time: queries {q:.1f} s, candidates {c:.1f} s")
+    if reranker is not None:
+        print_rerank_summary(args.out, run.results)
     if not args.no_report and (run.computed or run.resumed):
         md, _ = report([args.out], registry=args.registry, with_baselines=False)
         print(md)
     return 0
+
+
+def print_rerank_summary(out: str, results: dict) -> None:
+    """Per dataset: its main metric before and after reranking, and the reranker's cost."""
+    main = results["metadata"]["main_metrics"]
+    for sets in results["metrics"].values():
+        for name, score in sets.items():
+            cost = score.get("rerank")
+            if cost:
+                metric = main[name]
+                print(f"  {name}: {metric} {100 * score['first_stage'][metric]:.1f} -> {100 * score[metric]:.1f} "
+                      f"after {cost['name']}@{cost['k']} ({cost['reordered']} of {score['num_data']} queries reordered); "
+                      f"{cost['seconds_per_query']:.3f} s a query, {cost['cost_ratio']:.1f}x the first stage's")
 
 
 def print_data_summary(registry: str, datasets: list[str] | None, root: str) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from embedrl.cli import add_format_option, add_group, add_prompt_set_option
+from embedrl.cli import (
+    add_format_option,
+    add_group,
+    add_prompt_set_option,
+    add_rerank_args,
+    load_rerank_args,
+)
 from embedrl.core.errors import EmbedrlError
 
 
@@ -78,7 +84,8 @@ def register(sub) -> None:
     p.add_argument("--reasoner", help="query reasoner (default: the one in the manifest)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="FAISS search parameter, e.g. nprobe=64 or efSearch=256 (repeatable)")
-    p.add_argument("--tcot-cache", help="T-CoT cache file")
+    p.add_argument("--tcot-cache", help="T-CoT cache file (the reranker's scores are cached there too)")
+    add_rerank_args(p, "the query reasoner")
     p.set_defaults(func=cmd_search)
 
 
@@ -194,10 +201,17 @@ def cmd_search(args) -> int:
             raise EmbedrlError(f"--frames {args.frames}: expected one folder of frames, found {len(videos)} videos")
         frames = videos[0].frames
     query = Item(text=args.text, image=args.image, frames=frames, instruction=args.instruction)
-    retriever = Retriever.from_dir(args.dir, model=args.model, reasoner=args.reasoner, cache=args.tcot_cache,
+    reasoner = args.reasoner
+    if args.rerank and not (args.rerank_model or reasoner):  # the reranker reads with the index's reasoner
+        from embedrl.index.build import load_manifest
+
+        reasoner = (load_manifest(args.dir).get("reasoner") or {}).get("id")
+    retriever = Retriever.from_dir(args.dir, model=args.model, reasoner=reasoner, cache=args.tcot_cache,
                                    format=args.format)
     try:
-        hits = retriever.search(query, k=args.k, use_tcot=not args.no_tcot, params=_params(args.param))[0]
+        reranker = load_rerank_args(args, retriever.reasoner, cache=retriever.cache.path)
+        hits = retriever.search(query, k=args.k, use_tcot=not args.no_tcot, params=_params(args.param),
+                                reranker=reranker, rerank_k=args.rerank_k)[0]
     finally:
         retriever.close()
     _print([h.to_dict() for h in hits])

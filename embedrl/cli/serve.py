@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedrl.cli import add_format_option, add_prompt_set_option
+from embedrl.cli import add_format_option, add_prompt_set_option, add_rerank_args
 
 
 def register(sub) -> None:
@@ -37,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="largest image in pixels, checked before decoding (default 16M)")
     p.add_argument("--max-inputs", type=int, default=256, help="most inputs per embeddings request (default 256)")
+    add_rerank_args(p, "the served reasoner, else the first index's")
     p.set_defaults(func=cmd_serve)
 
 
@@ -55,8 +56,11 @@ def cmd_serve(args) -> int:
         raise EmbedrlError("--max-body-mb, --max-image-mb and --max-pixels must be positive")
     limits = Limits(max_body_mb=args.max_body_mb, max_inputs=args.max_inputs,
                     image=ImageLimits(args.max_image_mb, args.max_pixels))
+    if args.rerank_k < 1:
+        raise EmbedrlError("--rerank-k must be at least 1")
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
-                           model_name=args.model_name, tcot_cache=args.tcot_cache)
+                           model_name=args.model_name, tcot_cache=args.tcot_cache, rerank=args.rerank,
+                           rerank_k=args.rerank_k, rerank_model=args.rerank_model, rerank_options=args.rerank_option)
     run(args.index, model=args.model, reasoner=args.reasoner, host=args.host, port=args.port,
         api_key=args.api_key, options=options, format=args.format, prompt_set=args.prompt_set)
     return 0

@@ -2,8 +2,9 @@
 
 Targets' T-CoTs are expensive (a VLM generation each) and do not depend on the embedder,
 so training, indexing and evaluation share one cache: rebuilding an index with a new
-embedder generates nothing. The cache is an sqlite file in WAL mode, so many readers and
-writers from several processes (e.g. `accelerate launch` ranks) can use it at once.
+embedder generates nothing. The cache is a table of an sqlite file in WAL mode
+(`embedrl.core.sqlite_cache`), so many readers and writers from several processes (e.g.
+`accelerate launch` ranks) can use it at once; the reranker's scores sit in the same file.
 
 Key: (reasoner id, reasoner weights hash, prompt version, role, item content hash), where
 the content hash covers the item's text and its media bytes (not their paths). The value
@@ -17,16 +18,13 @@ Default location: `$EMBEDRL_TCOT_CACHE`, else `$XDG_CACHE_HOME/embedrl/tcot_cach
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.io import database_write_failed, ensure_dir
 from embedrl.core.items import Item
+from embedrl.core.sqlite_cache import KeyedCache
 from embedrl.core.tcot import TCoT, parse_tcot, render_tcot
 
 logger = logging.getLogger(__name__)
@@ -72,14 +70,6 @@ class CacheKey(NamedTuple):
     item_hash: str
 
 
-def default_cache_path() -> Path:
-    env = os.environ.get("EMBEDRL_TCOT_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "embedrl" / "tcot_cache.sqlite"
-
-
 def reasoner_key(reasoner: ReasonerLike) -> tuple[str, str, str]:
     key = getattr(reasoner, "cache_key", None)
     if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, str) for k in key)):
@@ -89,34 +79,10 @@ def reasoner_key(reasoner: ReasonerLike) -> tuple[str, str, str]:
     return key
 
 
-class TCoTCache:
+class TCoTCache(KeyedCache):
     """sqlite-backed cache of T-CoT texts; counts hits and misses since it was opened."""
 
-    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 60.0):
-        self.path = Path(path) if path is not None else default_cache_path()
-        ensure_dir(self.path.parent)
-        self.hits = 0
-        self.misses = 0
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise EmbedrlError(f"cannot open the T-CoT cache {self.path}: {e}") from e
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> TCoTCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM tcot").fetchone()[0]
+    table, schema, what = "tcot", _SCHEMA, "T-CoT cache"
 
     def get_many(self, keys: Sequence[CacheKey]) -> list[TCoT | None]:
         """The cached T-CoT for each key (None where absent); updates hits/misses."""
@@ -125,35 +91,17 @@ class TCoTCache:
         for k in keys:
             groups.setdefault(tuple(k[:4]), []).append(k.item_hash)
         for prefix, hashes in groups.items():
-            unique = list(dict.fromkeys(hashes))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start:start + 500]
-                rows = self._conn.execute(
-                    "SELECT item_hash, text, valid, reason FROM tcot WHERE reasoner_id=? AND "
-                    "reasoner_hash=? AND prompt_version=? AND role=? AND item_hash IN "
-                    f"({','.join('?' * len(chunk))})", (*prefix, *chunk)).fetchall()
-                for item_hash, text, valid, reason in rows:
-                    found[CacheKey(*prefix, item_hash)] = _from_row(text, valid, reason)
+            rows = self.select(dict(zip(CacheKey._fields[:4], prefix)), "item_hash", hashes,
+                               ("text", "valid", "reason"))
+            found.update((CacheKey(*prefix, item_hash), _from_row(*row)) for item_hash, row in rows.items())
         out = [found.get(CacheKey(*k)) for k in keys]
-        hit = sum(t is not None for t in out)
-        self.hits += hit
-        self.misses += len(out) - hit
+        self.count(sum(t is not None for t in out), len(out))
         return out
 
     def put_many(self, entries: Iterable[tuple[CacheKey, TCoT | str]]) -> int:
         """Store T-CoTs (parsed or raw text); an existing entry is replaced. Returns the count."""
-        rows = []
         now = time.time()
-        for key, value in entries:
-            text, valid, reason = _to_row(value)
-            rows.append((*key, text, valid, reason, now))
-        try:
-            with self._conn:  # one transaction
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany("INSERT OR REPLACE INTO tcot VALUES (?,?,?,?,?,?,?,?,?)", rows)
-        except sqlite3.OperationalError as e:  # a full disk, a read-only folder
-            raise database_write_failed(self.path, e) from e
-        return len(rows)
+        return self.replace((*key, *_to_row(value), now) for key, value in entries)
 
     def keys_for(self, items: Sequence[Item], role: str, reasoner: ReasonerLike) -> list[CacheKey]:
         if role not in ROLES:
@@ -182,9 +130,6 @@ class TCoTCache:
             new = dict(zip(todo, (None if t is None else _from_row(*_to_row(t)) for t in generated)))
             cached = [t if t is not None else new[k] for k, t in zip(keys, cached)]
         return cached  # type: ignore[return-value]
-
-    def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses}
 
 
 def _to_row(value: TCoT | str) -> tuple[str, int, str]:

@@ -177,8 +177,11 @@ def build_app(retriever, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixel
             return _empty_outputs(str(e))
         query_image, query_card = backend.query_view(result)
         note = f"{len(result.hits)} results"
+        if result.moves is not None:
+            note += f", top {backend.rerank_k} reranked by {backend.reranker.name} (▲▼: move from the first stage)"
         status = "" if result.hits else _status("No results.", "info")
-        return (backend.gallery(result.hits), views.latency_html(result.timings, note, next(seq)), query_card,
+        return (backend.gallery(result.hits, result.moves), views.latency_html(result.timings, note, next(seq)),
+                query_card,
                 gr.update(value=query_image, visible=query_image is not None), result.hits, status,
                 None, no_detail, "", gr.update(value=[], visible=False))
 
@@ -358,23 +361,35 @@ def _stop_on_sigterm() -> None:
 
 
 def load_backend(index_dir: str | os.PathLike, model: str | None = None, reasoner: str | None = None,
-                 tcot_cache: str | None = None, format: str | None = None) -> DemoBackend:
-    """Load an index for the demo; its reasoner (the manifest's, or `reasoner`) is loaded now, not at the first query."""
+                 tcot_cache: str | None = None, format: str | None = None, rerank: str | None = None,
+                 rerank_k: int = 10, rerank_model: str | None = None,
+                 rerank_options: list[str] | None = None) -> DemoBackend:
+    """Load an index for the demo; its reasoner (the manifest's, or `reasoner`) is loaded now, not at the first query.
+    With `rerank` (a reranker name), results are reranked by it over `rerank_model` (default: that reasoner)."""
     from embedrl.index.build import load_manifest
     from embedrl.index.search import Retriever
 
     manifest = load_manifest(index_dir)
     reasoner = reasoner or (manifest.get("reasoner") or {}).get("id")
-    return DemoBackend(Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache, format=format))
+    retriever = Retriever.from_dir(index_dir, model=model, reasoner=reasoner, cache=tcot_cache, format=format)
+    reranker = None
+    if rerank:
+        from embedrl.rerank import load_reranker
+
+        if not (rerank_model or retriever.reasoner):
+            raise EmbedrlError(f"--rerank {rerank}: this index has no reasoner; give --rerank-model")
+        reranker = load_reranker(rerank, rerank_model or retriever.reasoner, rerank_options, cache=retriever.cache.path)
+    return DemoBackend(retriever, reranker, rerank_k)
 
 
 def launch(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            model: str | None = None, reasoner: str | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tcot_cache: str | None = None, block: bool = True, format: str | None = None):
-    """Load `index_dir` and serve the demo (blocks until interrupted, or SIGTERM, unless `block=False`)."""
+           tcot_cache: str | None = None, block: bool = True, format: str | None = None, **rerank: Any):
+    """Load `index_dir` and serve the demo (blocks until interrupted, or SIGTERM, unless `block=False`); `rerank`:
+    `load_backend`'s rerank arguments."""
     check_port(host, port)
-    backend = load_backend(index_dir, model, reasoner, tcot_cache, format)
+    backend = load_backend(index_dir, model, reasoner, tcot_cache, format, **rerank)
     private_temp_folder()  # before the app is built: its components take the folder then
     if block:
         _stop_on_sigterm()

@@ -9,7 +9,8 @@ callbacks call, and what the tests call directly:
 
 Stages are timed around the Retriever's public steps: reasoning (the query T-CoT, from
 the T-CoT cache or generated), embedding (item + T-CoT -> vector), search (FAISS plus the
-metadata lookup). Model calls are serialised by a lock: the embedder, the reasoner and the
+metadata lookup) and, with a reranker (`DemoBackend(retriever, reranker, rerank_k)`), rerank:
+the results then say how far each moved from its first-stage rank (`result.moves`). Model calls are serialised by a lock: the embedder, the reasoner and the
 sqlite connections are shared by all sessions, and on a CPU one query already uses every
 core; Gradio's queue decides how many requests wait.
 
@@ -35,6 +36,7 @@ from embedrl.demo import views
 
 if TYPE_CHECKING:
     from embedrl.index.search import Hit, Retriever
+    from embedrl.rerank.base import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class QueryResult:
     tcot: TCoT | None
     timings: dict[str, float] = field(default_factory=dict)
     use_tcot: bool = True
+    moves: list[str] | None = None  # reranked: each hit's move from its first-stage rank (▲n / ▼n / =)
 
     @property
     def ids(self) -> list[str]:
@@ -78,10 +81,11 @@ def hit_label(hit: Hit, width: int = 48) -> str:
 class DemoBackend:
     """Queries, comparisons and rendering over one loaded index."""
 
-    def __init__(self, retriever: Retriever):
+    def __init__(self, retriever: Retriever, reranker: Reranker | None = None, rerank_k: int = 10):
         if retriever.embedder is None:
             raise EmbedrlError("the demo needs the index's embedder; load the Retriever with its model")
         self.retriever = retriever
+        self.reranker, self.rerank_k = reranker, rerank_k
         self._lock = threading.Lock()
         self._thumb = functools.lru_cache(maxsize=2048)(self._render_thumb)
 
@@ -118,10 +122,13 @@ class DemoBackend:
         return Item(text=text, image=image, instruction=instruction)
 
     def query(self, text: str = "", image: Image.Image | None = None, instruction: str = "", k: int = 10,
-              use_tcot: bool = True) -> QueryResult:
-        """Search the index; `image` is an already checked PIL image (see `uploads.check_image_upload`)."""
+              use_tcot: bool = True, rerank: bool = True) -> QueryResult:
+        """Search the index; `image` is an already checked PIL image (see `uploads.check_image_upload`).
+        With a reranker (and `rerank`), the first stage's top `rerank_k` are reordered."""
         item = self.make_query(text, image, instruction)
         k = max(1, min(int(k), MAX_K, len(self.retriever)))
+        reranker = self.reranker if rerank else None
+        depth = max(k, self.rerank_k) if reranker is not None else k
         timings: dict[str, float] = {}
         with self._lock:
             tcot = None
@@ -133,10 +140,16 @@ class DemoBackend:
             vectors = self.retriever.encode_queries([item], use_tcot=use_tcot)
             timings["embedding"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            scores, rows = self.retriever.search_vectors(vectors, k)
+            scores, rows = self.retriever.search_vectors(vectors, depth)
             hits = self.retriever.hits(scores, rows)[0]
             timings["search"] = (time.perf_counter() - t0) * 1e3
-        return QueryResult(item, hits, tcot, timings, use_tcot)
+            moves = None
+            if reranker is not None:
+                t0 = time.perf_counter()
+                hits = self.retriever.rerank([item], [hits], reranker, self.rerank_k)[0]
+                timings["rerank"] = (time.perf_counter() - t0) * 1e3
+                moves = [views.movement_label(hit.first_rank - 1, rank) for rank, hit in enumerate(hits[:k])]
+        return QueryResult(item, hits[:k], tcot, timings, use_tcot, moves)
 
     def compare(self, text: str = "", image: Image.Image | None = None, instruction: str = "",
                 k: int = 10) -> tuple[QueryResult, QueryResult, list[str]]:
@@ -243,11 +256,12 @@ class DemoBackend:
         except EmbedrlError as e:
             logger.warning("row %d: %s", hit.row, e)
         title = f"Result #{rank + 1} T-CoT" if rank is not None else "Result T-CoT"
+        first = f" · first stage #{hit.first_rank}" if hit.first_rank is not None else ""
         as_written = hit.tcot if tcot is not None and hit.tcot != render_tcot(tcot) else None
         card = views.tcot_html(tcot, as_written, title=title,
                                missing="No cached T-CoT: this index was built without a reasoner.")
         head = (f'<div class="erl-sub">{views.esc(kind)} · id <code>{views.esc(hit.id)}</code> · row {hit.row}'
-                f" · score <b>{hit.score:.4f}</b></div>")
+                f" · score <b>{hit.score:.4f}</b>{first}</div>")
         text = hit.item.get("text") or ""
         instruction = hit.item.get("instruction") or ""
         body = ""

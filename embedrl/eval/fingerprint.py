@@ -1,7 +1,8 @@
 """What made a dataset's scores: the fingerprint each score file of `embedrl eval mmeb` records.
 
 A run's part: the model (weights hash, id, backend, embedding format), the reasoner (id, weights hash,
-prompt version, modalities; when the dataset's T-CoT mode uses one) and that mode. The data's part: a
+prompt version, modalities; when the dataset's T-CoT mode uses one), that mode, and the reranker (its
+model, settings and k) when there is one. The data's part: a
 hash of the dataset's registry entry and of the files its reader reads. The runner resumes a dataset
 only when both match; scores of another run in the same folder are refused (or removed on request),
 so `results.json` never mixes runs.
@@ -75,6 +76,8 @@ def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
         diff.append(f"reasoner ({(old_r or {}).get('id')}, now {(new_r or {}).get('id')})")
     if old.get("tcot_mode") != new["tcot_mode"]:
         diff.append(f"T-CoT mode ({old.get('tcot_mode')}, now {new['tcot_mode']})")
+    if old.get("rerank") != new.get("rerank"):
+        diff.append(f"reranking ({old.get('rerank')}, now {new.get('rerank')})")
     return diff
 
 

@@ -26,6 +26,11 @@ runs. At the end
 T-CoT modes: "none" encodes items as they are; "query" asks the reasoner for the queries'
 T-CoTs; "both" also for the candidates (a reasoner is expected to serve targets from its
 cache). The reasoner is any object with `generate(items, role="query"|"target") -> list[TCoT]`.
+
+Reranking (`reranker=`, `rerank_k=`; `embedrl.rerank`): each query's top k are reordered before the
+metrics; the score file then also holds the first stage's metrics (`first_stage`) and the cost
+(`rerank`: seconds per query, and its ratio to the first stage's: query encoding, T-CoT included,
+and ranking), the prediction rows the first stage's top ids and the reranker's scores.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ if TYPE_CHECKING:
     from embedrl.core.items import Item
     from embedrl.core.tcot import TCoT
     from embedrl.models.base import Embedder
+    from embedrl.rerank.base import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +194,25 @@ def check_tcot_modes(tcot_mode: str, by_set: Mapping[str, str] | None, reasoner:
                            f"(its sets: {', '.join(set_names)})")
 
 
+def rerank_task(reranker: Reranker, task: EvalTask, ranked: list[np.ndarray], scores: list[np.ndarray],
+                k: int) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+    """Each query's top k candidates in the reranker's order (indices, first-stage scores), and what the
+    reranker said about each query."""
+    from embedrl.rerank.base import rerank_lists
+
+    lists = [list(zip(r.tolist(), s.tolist())) for r, s in zip(ranked, scores)]
+    reordered, said = rerank_lists(reranker, task.queries, lists, k, item_of=lambda e: task.candidates[e[0]],
+                                   score_of=lambda e: e[1], show_progress=True)
+    return ([np.array([i for i, _ in entries], dtype=np.int64) for entries in reordered],
+            [np.array([s for _, s in entries]) for entries in reordered], said)
+
+
 def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None = None,
                   tcot_mode: str = "none", batch_size: int = 32, ks: Sequence[int] = DEFAULT_KS,
-                  modality: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
-    """Encode, score and rank one task: (score dict, prediction rows, timings).
+                  modality: str = "", reranker: Reranker | None = None, rerank_k: int = 10
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    """Encode, score and rank one task (its top `rerank_k` reordered by `reranker`): (score dict,
+    prediction rows, timings).
 
     `modality` (the registry's) lets the embedder embed each side as its family's harness does
     (`Embedder.eval_view`: e.g. candidates with the default instruction)."""
@@ -203,14 +224,18 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
     q_tcots = _tcots(reasoner, task.queries, "query") if mode_covers(tcot_mode, "query") else None
     q = embedder.eval_view(modality, "query").encode(task.queries, q_tcots, batch_size=batch_size, show_progress=True).numpy()
     t2 = time.perf_counter()
-    top = max(max(ks), PRED_TOP)
+    top = max(max(ks), PRED_TOP, rerank_k if reranker is not None else 0)
     ranked, scores, tied = rank_task(task, q.astype(np.float32), c.astype(np.float32), top)
-    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)]
-    per_query += [query_metrics([], {}, ks)] * len(task.missed)  # rows that could not be used score 0
     t3 = time.perf_counter()
+    first_stage, said = ranked, None
+    if reranker is not None:
+        ranked, scores, said = rerank_task(reranker, task, ranked, scores, rerank_k)
+    t4 = time.perf_counter()
+    missed = [query_metrics([], {}, ks)] * len(task.missed)  # rows that could not be used score 0
+    per_query = [query_metrics(list(r), rel, ks) for r, rel in zip(ranked, task.relevance, strict=True)] + missed
     cids = task.candidate_ids
     preds = []
-    for qid, r, s, rel in zip(task.query_ids, ranked, scores, task.relevance, strict=True):
+    for n, (qid, r, s, rel) in enumerate(zip(task.query_ids, ranked, scores, task.relevance, strict=True)):
         label = sorted(rel, key=lambda i: (-rel[i], i))
         preds.append({
             "qid": qid,
@@ -219,11 +244,28 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
             "label": [cids[i] for i in label],
             "rel_scores": [rel[i] for i in label],
         })
+        if said is not None:  # the first stage's top, and the reranker's scores for its top k in that order
+            preds[-1].update(first_stage=[cids[i] for i in first_stage[n][:PRED_TOP]],
+                             rerank_scores=said[n].scores, rerank_detail=said[n].detail)
     score = mean_metrics(per_query, ks)
     score.update({
         "num_pred": len(preds), "num_data": len(task.queries) + len(task.missed),
         "num_candidates": len(task.candidates), "tied_at_1": tied,
     })
+    timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
+               "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
+               "candidates_per_s": len(task.candidates) / max(t1 - t0, 1e-9)}
+    if said is not None:
+        timings["rerank_s"] = t4 - t3
+        first_s = (t3 - t1) / max(1, len(task.queries))  # per query: its T-CoT, encoding and ranking
+        score["first_stage"] = mean_metrics([query_metrics(list(r), rel, ks)
+                                             for r, rel in zip(first_stage, task.relevance, strict=True)] + missed, ks)
+        score["rerank"] = {"name": getattr(reranker, "name", type(reranker).__name__), "k": rerank_k,
+                           "seconds_per_query": (t4 - t3) / max(1, len(task.queries)),
+                           "first_stage_seconds_per_query": first_s,
+                           "cost_ratio": (t4 - t3) / max(1, len(task.queries)) / max(first_s, 1e-9),
+                           "reordered": sum(r.order != sorted(r.order) for r in said),
+                           "kept": sum(bool(r.detail.get("kept")) for r in said)}
     if task.missed:
         score["missed"] = {"count": len(task.missed), "first": task.missed[:MAX_LISTED]}
     for role, items, tcots in (("query", task.queries, q_tcots), ("target", task.candidates, c_tcots)):
@@ -232,9 +274,6 @@ def evaluate_task(embedder: Embedder, task: EvalTask, reasoner: Reasoner | None 
             warn_broken(usage, f"{task.name}: {role} T-CoTs")
     if task.notes:
         score["notes"] = list(task.notes)
-    timings = {"encode_candidates_s": t1 - t0, "encode_queries_s": t2 - t1, "rank_s": t3 - t2,
-               "queries_per_s": len(task.queries) / max(t2 - t1, 1e-9),
-               "candidates_per_s": len(task.candidates) / max(t1 - t0, 1e-9)}
     return score, preds, timings
 
 
@@ -264,7 +303,8 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
              data_root: str | os.PathLike, out: str | os.PathLike, datasets: Sequence[str] | None = None,
              reasoner: Reasoner | None = None, tcot_mode: str = "none", batch_size: int = 32,
              ks: Sequence[int] = DEFAULT_KS, metadata: dict[str, Any] | None = None,
-             tcot_mode_by_set: Mapping[str, str] | None = None, overwrite: bool = False) -> RunResult:
+             tcot_mode_by_set: Mapping[str, str] | None = None, overwrite: bool = False,
+             reranker: Reranker | None = None, rerank_k: int = 10) -> RunResult:
     """Evaluate `embedder` on every dataset of `registry` found under `data_root`; resumable.
 
     `tcot_mode_by_set` gives some datasets a T-CoT mode of their own (e.g. queries raw where the
@@ -276,6 +316,10 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
     by_set = dict(tcot_mode_by_set or {})
     check_tcot_modes(tcot_mode, by_set, reasoner, [s.name for s in all_specs])
     wanted = {s.name: run_fingerprint(embedder, reasoner, by_set.get(s.name, tcot_mode)) for s in all_specs}
+    if reranker is not None:  # a reranked run is another run than its first stage alone
+        scope = reranker.scope() if hasattr(reranker, "scope") else (type(reranker).__name__,)
+        for fingerprint in wanted.values():
+            fingerprint["rerank"] = {"scope": list(scope), "k": rerank_k}
     out = ensure_dir(out)
     check_earlier_scores(out, {s.name: (score_path(out, s), pred_path(out, s)) for s in all_specs}, wanted, overwrite)
     run = RunResult(results={})
@@ -300,7 +344,8 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         logger.info("%s: %d queries, %d candidates (%s)", spec.name, len(task.queries),
                     len(task.candidates), task.scope)
         score, preds, timings = evaluate_task(embedder, task, reasoner, by_set.get(spec.name, tcot_mode),
-                                              batch_size, ks, modality=spec.modality)
+                                              batch_size, ks, modality=spec.modality, reranker=reranker,
+                                              rerank_k=rerank_k)
         score["fingerprint"] = {**wanted[spec.name], "data": data}
         write_jsonl(pred_path(out, spec), preds)
         write_json(score_path(out, spec), score)  # last: its presence marks the dataset done
@@ -316,6 +361,7 @@ def evaluate(embedder: Embedder, registry: str | os.PathLike | Sequence[DatasetS
         "registry": _registry_label(registry),
         "tcot_mode": tcot_mode,
         **({"tcot_mode_by_set": by_set} if by_set else {}),
+        **({"rerank": {"name": reranker.name, "k": rerank_k}} if reranker is not None else {}),
         "main_metrics": {s.name: s.metric for s in all_specs},
         "categories": {s.name: s.category for s in all_specs},
         "missing": run.missing,

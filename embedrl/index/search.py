@@ -8,6 +8,10 @@ for a `Flat` index, approximately for HNSW / IVF-PQ).
 
 The embedder is the one the manifest names, or `model` (a spec or a loaded Embedder);
 either way its weights hash and dimension must match the manifest's.
+
+`search(..., reranker=R, rerank_k=K)` reorders each query's top K hits with a second stage
+(`embedrl.rerank`); a hit then says where the first stage put it (`first_rank`) and the
+reranker's score (`rerank_score`, None where LCR kept a confident query's order).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from embedrl.index.store import ItemStore
 
 if TYPE_CHECKING:
     from embedrl.models.base import Embedder
+    from embedrl.rerank.base import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class Hit:
     tcot: str | None = None
     evidence: dict[str, Any] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    first_rank: int | None = None  # with a reranker: the hit's rank in the first stage (1: its top)
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,12 +174,30 @@ class Retriever:
         return out
 
     def search(self, queries: Item | Sequence[Item], k: int = 10, use_tcot: bool = True,
-               params: dict[str, Any] | None = None) -> list[list[Hit]]:
-        """Top-k hits for each query item (a single Item gives a one-element list)."""
+               params: dict[str, Any] | None = None, reranker: Reranker | None = None,
+               rerank_k: int = 10) -> list[list[Hit]]:
+        """Top-k hits for each query item (a single Item gives a one-element list), the first
+        `rerank_k` reordered by `reranker` when given."""
         items = [queries] if isinstance(queries, Item) else list(queries)
         if not items:
             return []
         k = max(1, min(int(k), len(self)))
+        depth = max(k, rerank_k) if reranker is not None else k
         # a few extra results so that candidates tied at the k-th score are cut in row order
-        scores, rows = self.search_vectors(self.encode_queries(items, use_tcot), min(len(self), k + 8), params)
-        return [h[:k] for h in self.hits(scores, rows)]
+        scores, rows = self.search_vectors(self.encode_queries(items, use_tcot), min(len(self), depth + 8), params)
+        hits = [h[:depth] for h in self.hits(scores, rows)]
+        return [h[:k] for h in (self.rerank(items, hits, reranker, rerank_k) if reranker is not None else hits)]
+
+    def rerank(self, items: Sequence[Item], hits: list[list[Hit]], reranker: Reranker, k: int) -> list[list[Hit]]:
+        """Each query's first k hits in the reranker's order, marked with their first-stage rank."""
+        from embedrl.rerank.base import rerank_lists
+
+        for ranked in hits:
+            for rank, hit in enumerate(ranked, start=1):
+                hit.first_rank = rank
+        reordered, said = rerank_lists(reranker, items, hits, k, item_of=lambda h: Item.from_dict(h.item),
+                                       score_of=lambda h: h.score)
+        for ranked, result in zip(hits, said):
+            for hit, value in zip(ranked, result.scores):
+                hit.rerank_score = value
+        return reordered

@@ -232,6 +232,52 @@ def cmd_serve(args) -> int:
     return 0 if all(r["errors"] == 0 for r in report["rows"].values()) else 1
 
 
+def _rerank(commands) -> None:
+    p = commands.add_parser("rerank", help="second-stage rerankers: seconds a query, and the ratio to the first stage",
+                            description="On the first --queries of each set of a benchmark: the first stage (query "
+                                        "T-CoT without cache, embedding, ranking) and each reranker on its top k "
+                                        "(no score cache), timed in one run.")
+    p.add_argument("--queries", type=int, default=10, help="queries per set")
+    p.add_argument("--model", required=True, help="the embedder")
+    p.add_argument("--data", required=True, help="benchmark folder with registry.yaml")
+    p.add_argument("--reasoner", help="writes the queries' T-CoTs (default: raw queries)")
+    p.add_argument("--tcot-modalities", nargs="+", default=None, metavar="M", help="T-CoTs for these modalities only")
+    p.add_argument("--rerank", nargs="+", default=["yes-prob", "lcr"], help="rerankers (default: yes-prob lcr)")
+    p.add_argument("--rerank-model", help="their model (default: --reasoner)")
+    p.add_argument("--rerank-option", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="a setting of one reranker, e.g. lcr:samples=5 (repeatable)")
+    p.add_argument("--rerank-k", type=int, default=10, help="how many of the top are reranked")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="only these sets")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=cmd_rerank)
+
+
+def cmd_rerank(args) -> int:
+    from embedrl.core.errors import EmbedrlError
+    from embedrl.eval.bench import bench_rerank, format_rows
+    from embedrl.models.base import load_embedder
+    from embedrl.rerank import load_reranker
+
+    reasoner = None
+    if args.reasoner:
+        from embedrl.models.reasoner import load_reasoner
+
+        reasoner = load_reasoner(args.reasoner, modalities=args.tcot_modalities)  # no T-CoT cache
+    model = args.rerank_model or reasoner
+    if model is None:
+        raise EmbedrlError("give --rerank-model (or --reasoner)")
+    options: dict[str, list[str]] = {}
+    for option in args.rerank_option:
+        name, sep, setting = option.partition(":")
+        if not sep or name not in args.rerank:
+            raise EmbedrlError(f"--rerank-option {option!r}: write NAME:KEY=VALUE with NAME one of {args.rerank}")
+        options.setdefault(name, []).append(setting)
+    rerankers = [load_reranker(name, model, options.get(name), cache=None) for name in args.rerank]
+    rows = bench_rerank(load_embedder(args.model), args.data, rerankers, reasoner, args.queries, args.rerank_k,
+                        args.datasets)
+    return emit(format_rows(rows), args.json, rows)
+
+
 def _faults(commands) -> None:
     from embedrl.lab import faults
     from embedrl.lab.faults import CASES, FAST_CASES
@@ -256,12 +302,12 @@ def cmd_faults(args) -> int:
     return emit(format_rows(rows), args.json, rows_json(rows))
 
 
-BENCHES = [_index, _encode, _rl, _video, _gpu, _data, _serve, _faults]
+BENCHES = [_index, _encode, _rl, _video, _gpu, _data, _serve, _rerank, _faults]
 
 
 def register(sub) -> None:
     commands = add_group(sub, "bench", "benchmarks: index types, encoding throughput, EG-RL step time, reading "
-                                       "data, serving load, faults")
+                                       "data, serving load, rerankers, faults")
     for add in BENCHES:
         add(commands)
 

@@ -1,7 +1,8 @@
 """The HTTP layer of `embedrl serve`: FastAPI routes over a `Service`, errors as JSON, API key, metrics.
 
     POST /v1/embeddings           OpenAI-compatible (+ vLLM's `messages`, embedrl's content parts)
-    POST /v1/search               k-NN over a named index: text and/or image query, filters, T-CoT on/off
+    POST /v1/search               k-NN over a named index: text and/or image query, filters, T-CoT on/off,
+                                  a second stage on/off (`rerank`, with `embedrl serve --rerank`)
     POST /v1/chat/completions     the served reasoner (only with a local `--reasoner`)
     GET  /v1/models  /v1/indexes  /v1/items/{index}  /v1/items/{index}/{item_id}  /v1/media/{index}/{row}
     GET  /health  /metrics
@@ -156,15 +157,18 @@ def build_app(service: Service, api_key: str | None = None):
         item, tcot = parse_input(body["query"], "query", limits)
         k = int_field(body, "k", 10, 1, limits.max_k)
         use_tcot = body.get("use_tcot", True)
+        rerank = body.get("rerank", True)
         filters = body.get("filters") or {}
         if not isinstance(use_tcot, bool):
             raise RequestError("`use_tcot` is true or false", param="use_tcot")
+        if not isinstance(rerank, bool):
+            raise RequestError("`rerank` is true or false", param="rerank")
         if not isinstance(filters, dict):
             raise RequestError("`filters` is an object {field: value or [values]}", param="filters")
         index = body.get("index")
         if index is not None and not isinstance(index, str):
             raise RequestError("`index` is an index name", param="index")
-        return JSONResponse(await service.search(index, item, tcot, k, use_tcot, filters))
+        return JSONResponse(await service.search(index, item, tcot, k, use_tcot, filters, rerank))
 
     @app.get("/v1/indexes")
     async def indexes():

@@ -11,6 +11,11 @@ when a local reasoner is served (`/v1/chat/completions`). Everything that touche
 (FAISS search, the sqlite store, reloading) runs on one index thread, so the sqlite
 connections are never used concurrently.
 
+With `ServeOptions.rerank` (`embedrl serve --rerank lcr|yes-prob`), searches rerank the first
+stage's top `rerank_k` (`embedrl.rerank`) unless a request says `"rerank": false`; the reranker
+runs on its model's thread (the reasoner's, when it reads with the reasoner's weights) and each
+hit says its first-stage rank and the reranker's score.
+
 Indexes are picked up as `embedrl index add` changes them: before each use the manifest is
 stat'ed, and a changed one (add writes it last, atomically) is loaded beside the old index and
 swapped in; the embedder is the served one, checked against each manifest's fingerprint. A
@@ -59,6 +64,10 @@ class ServeOptions:
     model_name: str | None = None
     reasoner_name: str | None = None
     tcot_cache: str | None = None
+    rerank: str | None = None  # a reranker name (embedrl.rerank.RERANKERS), or None: no second stage
+    rerank_k: int = 10
+    rerank_model: str | None = None  # default: the served reasoner, else the first index's
+    rerank_options: list[str] = field(default_factory=list)
 
 
 def served_name(spec: str) -> str:
@@ -214,6 +223,7 @@ class Service:
                     f"reason:{served_name(reasoner_info(served.reasoner)['id'])}",
                     self._reasoning(served.reasoner, options.tcot_cache),
                     executor=self._reasoner_thread(served.reasoner), **b)
+        self.reranker, self.rerank_thread = self._load_reranker(options)
         self.chat_reasoner = reasoner if isinstance(reasoner, Reasoner) and not isinstance(
             reasoner, RemoteReasoner) else None
         self.reasoner_name = None
@@ -221,6 +231,32 @@ class Service:
         if self.chat_reasoner is not None:
             self.reasoner_name = options.reasoner_name or served_name(self.chat_reasoner.name_or_path)
             self.chat_batcher = Batcher("chat", self._chat, executor=self._reasoner_thread(self.chat_reasoner), **b)
+
+    def _load_reranker(self, options: ServeOptions):
+        """The second stage and the thread it runs on (its model's: a reasoner's T-CoTs and its reranking never
+        run the model at once), or (None, None)."""
+        if not options.rerank:
+            return None, None
+        from embedrl.rerank import load_reranker
+
+        model = options.rerank_model or self.reasoner or next(
+            (s.reasoner for s in self.indexes.values() if s.reasoner is not None), None)
+        if model is None:
+            raise EmbedrlError(f"--rerank {options.rerank} needs a model: --rerank-model, or a reasoner (--reasoner, "
+                               "or an index built with one)")
+        reranker = load_reranker(options.rerank, model, options.rerank_options, cache=options.tcot_cache or True)
+        return reranker, self._reasoner_thread(reranker if isinstance(model, str) else model)
+
+    def _rerank(self, item: Item, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The first stage's top `rerank_k` hits in the reranker's order, each with its first-stage rank and score."""
+        from embedrl.rerank.base import rerank_lists
+
+        k = self.options.rerank_k
+        reordered, said = rerank_lists(self.reranker, [item], [hits], k, item_of=lambda h: Item.from_dict(h["item"]),
+                                       score_of=lambda h: h["score"])
+        scores = dict(zip(range(1, k + 1), said[0].scores))  # first-stage rank -> the reranker's score
+        return [{**h, "rank": rank, "first_rank": h["rank"], "rerank_score": scores.get(h["rank"])}
+                for rank, h in enumerate(reordered[0], start=1)]
 
     def _reasoner_thread(self, reasoner: ReasonerLike) -> ThreadPoolExecutor:
         if id(reasoner) not in self.reasoner_threads:
@@ -294,8 +330,9 @@ class Service:
         return await self.embed_batcher.submit(inputs)
 
     async def search(self, index: str | None, item: Item, tcot: TCoT | None, k: int, use_tcot: bool,
-                     filters: dict[str, Any]) -> dict[str, Any]:
+                     filters: dict[str, Any], rerank: bool = True) -> dict[str, Any]:
         served = self.index(index)
+        rerank = rerank and self.reranker is not None
         timings: dict[str, float] = {}
         if not use_tcot:
             tcot = None
@@ -307,11 +344,16 @@ class Service:
         vector = (await self.embed_batcher.submit([(item, tcot)]))[0]
         timings["embedding"] = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
-        hits = await self.on_index_thread(served.search, vector[None], k, filters)
+        depth = max(k, self.options.rerank_k) if rerank else k
+        hits = await self.on_index_thread(served.search, vector[None], depth, filters)
         timings["search"] = (time.perf_counter() - start) * 1e3
+        if rerank:
+            start = time.perf_counter()
+            hits = await asyncio.get_running_loop().run_in_executor(self.rerank_thread, self._rerank, item, hits)
+            timings["rerank"] = (time.perf_counter() - start) * 1e3
         text = None if tcot is None else tcot_text(tcot)
-        return {"index": served.name, "k": k, "use_tcot": use_tcot,
-                "query": {"tcot": text, "evidence": tcot_evidence(text)}, "hits": hits,
+        return {"index": served.name, "k": k, "use_tcot": use_tcot, "rerank": self.reranker.name if rerank else None,
+                "query": {"tcot": text, "evidence": tcot_evidence(text)}, "hits": hits[:k],
                 "timings_ms": {name: round(ms, 3) for name, ms in timings.items()}}
 
     async def chat(self, chat: tuple, n: int, max_tokens: int, sampling: tuple) -> list[str]:

@@ -17,6 +17,8 @@ VARIANTS = {  # name -> (label in the table, EG-RL overrides; None: no EG-RL)
     # the retrieval view of the outcome reward: the positive's rank (no Acc_k gate), targets ranked by their query
     "eg_rl_rank": ("EG-RL, rank outcome from the query's side",
                    ["outcome_form=rank", "target_view=query", "outcome_k=1000000"]),
+    # the process reward in FLIP form (reference-free): a frozen copy of the SFT reasoner infers the other side
+    "eg_rl_flip": ("(f) EG-RL, FLIP process reward", ["process_reward=flip"]),
     # the reward-weight question (the paper's text vs its code); not in the default table
     "paper_text": ("EG-RL, paper-text weights (process 0.8, outcome 0.2)", ["process_weight=0.8", "outcome_weight=0.2"]),
     "paper_code": ("EG-RL, paper-code weights (process 0.2, outcome 0.8)", ["process_weight=0.2", "outcome_weight=0.8"]),
@@ -73,6 +75,19 @@ class AblationConfig:
                 "items of others are embedded raw. SFT still learns from every annotation. None: all."})
     max_new_tokens: int = field(default=128, metadata={  # tiny-reasoner-digits writes longer T-CoTs: its config sets 160
         "help": "Longest T-CoT the reasoner writes in evaluation (tokens)."})
+    rerankers: list[str] = field(default_factory=list, metadata={
+        "help": "Second stages scored on top of each first stage of `rerank_variants` (lcr, yes-prob), per seed; "
+                "none: no reranking rows."})
+    rerank_variants: list[str] = field(default_factory=lambda: ["raw", "sft", "eg_rl"], metadata={
+        "help": "The first stages (variants of the table) reranked."})
+    rerank_model: str = field(default="sft", metadata={
+        "help": "The rerankers' model: `sft` (each seed's SFT reasoner), `warmup` (the warmed-up reasoner every seed "
+                "shares, so scores are computed once for all seeds) or a model spec / openai:BASE_URL#MODEL."})
+    rerank_options: dict[str, list[str]] = field(default_factory=dict, metadata={
+        "help": "Each reranker's key=value settings, as --rerank-option, e.g. {lcr: [samples=10, entailment=exact]}."})
+    rerank_k: int = field(default=10, metadata={"help": "How many of the first stage's top are reranked."})
+    rerank_queries: int | None = field(default=20, metadata={
+        "help": "Queries reranked per held-out set (the first ones; the first stage is scored on the same ones)."})
     workers: int = field(default=1, metadata={
         "help": "Seeds run at once, each in its own process with cores/workers threads (at least 1), after the "
                 "stages they share. Tiny models leave cores idle between small matrix products, so several one-thread "
@@ -93,6 +108,15 @@ class AblationConfig:
             raise ValueError(f"T-CoT modes must be one of {TCOT_MODES}: tcot_mode {self.tcot_mode!r}, by set {bad}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
+        from embedrl.rerank import RERANKERS
+
+        bad = sorted((set(self.rerankers) | set(self.rerank_options)) - set(RERANKERS)) + sorted(
+            set(self.rerank_variants) - set(VARIANTS))
+        if bad:
+            raise ValueError(f"unknown rerankers or rerank_variants {bad}; rerankers: {list(RERANKERS)}, "
+                             f"variants: {list(VARIANTS)}")
+        if self.rerank_model == "warmup" and self.rerankers and not self.warmup_recipe:
+            raise ValueError("rerank_model: warmup needs a warmup_recipe")
 
     def modalities_override(self) -> list[str]:
         """The `modalities=...` override EG-RL gets (none when T-CoTs cover every modality)."""

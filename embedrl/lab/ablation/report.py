@@ -55,6 +55,38 @@ def format_usage(usable: dict[str, dict[str, dict[str, float]]]) -> str:
         "over seeds; an item whose T-CoT is broken (tags, JSON, boxes, key frames) is embedded raw.\n"
 
 
+def format_rerank(rerank: dict[str, dict[str, dict]], queries: int | None) -> str:
+    """Per reranker and first stage: Hit@1 and NDCG@5 alone and reranked, the change with its interval,
+    the change per set, and the cost."""
+    if not rerank:
+        return ""
+    lines = ["", "| reranker | first stage | Hit@1 alone | reranked | change (95% interval) | NDCG@5 alone | reranked "
+                 "| change (95% interval) | s a query | × first stage | queries reordered |",
+             "|---" * 11 + "|"]
+    per_set = ["", "| reranker | first stage | " + " | ".join(next(iter(next(iter(rerank.values())).values()))["per_set"])
+               + " |"]
+    per_set.append("|---" * (per_set[1].count("|") - 1) + "|")
+    for name, by_variant in rerank.items():
+        for variant, row in by_variant.items():
+            cells = []
+            for m in ("hit@1", "ndcg_linear@5"):
+                change = row[f"change {m}"]
+                cells += [f"{row[f'first {m}']['mean']:.1f} ± {row[f'first {m}']['std']:.1f}",
+                          f"{row[f'reranked {m}']['mean']:.1f} ± {row[f'reranked {m}']['std']:.1f}",
+                          f"{change['diff']:+.1f} ({change['low']:+.1f} to {change['high']:+.1f})"]
+            cost = row["cost"]
+            cells += [f"{cost['seconds_per_query']:.2f}", f"{cost['ratio']:.0f}", f"{100 * cost['reordered_share']:.0f}%"]
+            lines.append(f"| {name} | {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+            per_set.append(f"| {name} | {VARIANTS[variant][0][:3]} | " + " | ".join(
+                f"{d['hit@1']:+.1f} / {d['ndcg_linear@5']:+.1f}" for d in row["per_set"].values()) + " |")
+    return ("\n".join(lines) + f"\n\nReranking the first stage's top k, on the first {queries or 'all'} held-out "
+            "queries of each set (all sets' mean; mean ± std over seeds; the interval is over queries). s a query: "
+            "the reranker's time, mean over seeds, cached scores included (a candidate two first stages bring back "
+            "is scored once); × first stage: that over the first stage's time a query (its T-CoT, encoding, "
+            "ranking).\n" + "\n".join(per_set) + "\n\nChange per set after reranking, Hit@1 / NDCG@5 points, mean "
+            "over seeds.\n")
+
+
 def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     if not summary:
         raise EmbedrlError("no results to tabulate")

@@ -9,9 +9,13 @@ hyperparameters; this module only sets paths and seeds. Every stage resumes: fin
 are skipped, and a training stage that was killed continues from its last complete checkpoint.
 A rerun into the same `out` must keep the settings (adding seeds or variants is fine).
 
+With `rerankers` set, each first stage of `rerank_variants` is also scored with a second stage on
+its top `rerank_k`, on the first `rerank_queries` held-out queries of each set (`rerank.py`).
+
 Output: `ablation.json` (Hit@1 per set and overall per variant and seed, and mean/std),
 `ablation.md` (the table, mean +/- std over seeds; whether each step clears the seeds' spread;
-each step's paired interval; the share of T-CoTs the embedder could use) and `reward_curves.png`.
+each step's paired interval; the share of T-CoTs the embedder could use; each reranker's change
+of Hit@1 and NDCG@5 per first stage, with its paired interval and cost) and `reward_curves.png`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from embedrl.core.io import atomic_write, read_json, write_json
 from embedrl.lab.ablation.config import VARIANTS, AblationConfig
 from embedrl.lab.ablation.report import (
     format_ordering,
+    format_rerank,
     format_reused,
     format_steps,
     format_table,
     format_usage,
     plot_variant_curves,
 )
+from embedrl.lab.ablation.rerank import evaluate_rerank, rerank_model_path, summarize_rerank
 from embedrl.lab.ablation.stats import paper_ordering, step_intervals, summarize, summarize_usage
 from embedrl.lab.ablation.workers import run_seeds_in_workers
 from embedrl.lab.pipeline import Pipeline
@@ -114,16 +120,19 @@ def usage_path(result: Path) -> Path:
     return result.with_name(result.stem + ".tcots.json")
 
 
+def load_eval_reasoner(config: AblationConfig, reasoner: Path):
+    """A reasoner as the evaluations use it: the run's T-CoT cache, generation limit and modalities."""
+    from embedrl.models.reasoner import load_reasoner
+
+    return load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
+                         max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
+
+
 def _evaluate(config: AblationConfig, embedder: Path, reasoner: Path | None, out: Path) -> None:
     from embedrl.eval.mmeb import quick_eval_hits
     from embedrl.models.base import load_embedder
 
-    loaded = None
-    if reasoner is not None:
-        from embedrl.models.reasoner import load_reasoner
-
-        loaded = load_reasoner(str(reasoner), cache=Path(config.out) / "tcot_cache.sqlite",
-                               max_new_tokens=config.max_new_tokens, modalities=config.tcot_modalities)
+    loaded = load_eval_reasoner(config, reasoner) if reasoner is not None else None
     scores, hits, usage = quick_eval_hits(load_embedder(str(embedder)), config.eval_data or config.data,
                                           config.datasets, loaded, config.tcot_mode if loaded else "none",
                                           max_queries=config.eval_queries,
@@ -195,6 +204,7 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
     hits: dict[str, dict[int, dict[str, list[int]]]] = {v: {} for v in config.variants}
     usage: dict[str, dict[int, dict]] = {v: {} for v in config.variants}
     reused: dict[str, list[int]] = {}  # variant -> seeds whose run is EG-RL's (`reward_never_varied`)
+    reranked: dict[str, dict[str, dict[int, dict]]] = {}  # reranker -> first stage -> seed -> per-set results
     if "raw" in config.variants:  # the one evaluation every seed shares
         pipe.stage("evaluate raw", out / "raw.json", _evaluate, config, embedder, None, out / "raw.json")
     if config.workers > 1 and len(config.seeds) > 1:
@@ -232,22 +242,31 @@ def run_ablation(config: AblationConfig, name: str = "ablation",
                 hits[variant][seed] = read_json(hits_path(result))
             if usage_path(result).is_file():
                 usage[variant][seed] = read_json(usage_path(result))
+        for variant in [v for v in config.rerank_variants if v in config.variants and seed not in reused.get(v, [])]:
+            reasoner = None if variant == "raw" else sft if variant == "sft" else run / variant
+            for name in config.rerankers:
+                result = run / f"rerank_{name}_{variant}.json"
+                pipe.stage(f"seed {seed}: {variant} reranked by {name}", result, evaluate_rerank, config, embedder,
+                           reasoner, name, rerank_model_path(config, seed), result)
+                reranked.setdefault(name, {}).setdefault(variant, {})[seed] = read_json(result)
     summary = summarize(scores)
     steps = step_intervals(hits, config.seeds)
     usable = summarize_usage(usage)
     ordering = paper_ordering(summary, scores)
+    rerank = summarize_rerank(reranked, config.seeds)
     report = {"scores": {v: {str(s): d for s, d in by_seed.items()} for v, by_seed in scores.items()},
               "summary": summary, "seeds": config.seeds, "eval_data": config.eval_data or config.data,
               "eval_queries": config.eval_queries,
               "tcot_mode": config.tcot_mode, "tcot_mode_by_set": config.tcot_mode_by_set,
               "tcot_modalities": config.tcot_modalities, "steps": steps,
               "paper_ordering": ordering, "usable_tcots": usable, "same_run_as_eg_rl": reused,
+              "rerank": rerank, "rerank_queries": config.rerank_queries, "rerank_model": config.rerank_model,
               "timings_s": pipe.timings}
     if write_report:
         write_json(out / "ablation.json", report)
         with atomic_write(out / "ablation.md") as f:
             f.write(format_table(summary) + format_ordering(ordering) + format_reused(reused)
-                    + format_steps(steps) + format_usage(usable))
+                    + format_steps(steps) + format_usage(usable) + format_rerank(rerank, config.rerank_queries))
         plot_variant_curves(out, config.seeds[0], [v for v in config.variants if VARIANTS[v][1] is not None])
     return report
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import statistics
 
-STEPS = [("sft", "raw"), ("eg_rl", "sft"), ("eg_rl", "no_process"), ("eg_rl", "no_outcome")]
+STEPS = [("sft", "raw"), ("eg_rl", "sft"), ("eg_rl", "no_process"), ("eg_rl", "no_outcome"),
+         ("eg_rl_flip", "no_process")]
 
 
 def paired_interval(before: list[dict[str, list[int]]], after: list[dict[str, list[int]]], resamples: int = 2000,
                     seed: int = 0) -> dict[str, float]:
     """Overall Hit@1 of `after` minus `before` (points, mean over seeds) and its 95% bootstrap interval.
 
-    Each list holds one run per seed, each run its per-query hits per set; every run scored the same
-    queries. Queries are redrawn within each set, the same draw for every seed, so the interval
+    Each list holds one run per seed, each run its per-query hits per set (or any per-query metric
+    in [0, 1], e.g. NDCG@5); every run scored the same queries. Queries are redrawn within each set, the same draw for every seed, so the interval
     says how much of a step the choice of held-out queries alone could make.
     """
     import numpy as np

@@ -9,8 +9,11 @@ from trl import GRPOConfig
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.tcot import TCOT_MODES, unknown_modes
+from embedrl.train.egrl.flip import FLIP_REFERENCES
 from embedrl.train.egrl.rewards import OUTCOME_FAILURES, OUTCOME_FORMS, TARGET_VIEWS, outcome_pool
 from embedrl.train.egrl.rollouts import CANDIDATE_TCOTS
+
+PROCESS_REWARDS = ("judge", "flip", "none")
 
 
 @dataclass
@@ -56,8 +59,22 @@ class EGRLConfig(GRPOConfig):
         "help": "How a target rollout is ranked. `target` (the paper's symmetric reward): it must find its query "
                 "among the other queries. `query`: its query must find it among the other targets and the pair's "
                 "hard negatives, as retrieval does; only this view meets near-copy targets."})
+    process_reward: str = field(default="judge", metadata={
+        "help": "Form of the process reward (weight: process_weight). `judge`: the paper's, a discriminator picks the "
+                "positive among candidate T-CoTs; `flip`: reference-free, a backward model infers the other side of "
+                "the pair (or the item's own text, flip_reference) from the rollout's T-CoT and earns the token F1 "
+                "against the real text; `none`: no process reward."})
     discriminator: str | None = field(default=None, metadata={
         "help": "Process-reward discriminator: HF id/path or openai:BASE_URL#MODEL (default: the initial reasoner)."})
+    flip_model: str = field(default="frozen", metadata={
+        "help": "FLIP's backward model: `frozen` (a copy of the starting reasoner), `policy` (the policy being trained), "
+                "or an HF id/path or openai:BASE_URL#MODEL."})
+    flip_reference: str = field(default="other", metadata={
+        "help": "What FLIP infers: `other` (a target rollout's query, a query rollout's target text) or `own` (the "
+                "rolled-out item's own text)."})
+    flip_max_new_tokens: int = field(default=48, metadata={"help": "Longest text the backward model writes (tokens)."})
+    flip_temperature: float = field(default=0.0, metadata={
+        "help": "Backward model's sampling temperature (0: greedy, so equal T-CoTs earn equal rewards; FLIP used 1)."})
     process_candidates: int = field(default=4, metadata={"help": "Candidates shown to the discriminator.", "min": 2})
     candidate_tcots: str = field(default="annotation", metadata={
         "help": "T-CoTs of what rollouts are scored against: `annotation` (the pairs file's), `reasoner` (written "
@@ -88,6 +105,10 @@ class EGRLConfig(GRPOConfig):
             raise ValueError(f"target_view must be one of {list(TARGET_VIEWS)}, not {self.target_view!r}")
         if self.candidate_tcots not in CANDIDATE_TCOTS:
             raise ValueError(f"candidate_tcots must be one of {list(CANDIDATE_TCOTS)}, not {self.candidate_tcots!r}")
+        if self.process_reward not in PROCESS_REWARDS:
+            raise ValueError(f"process_reward must be one of {list(PROCESS_REWARDS)}, not {self.process_reward!r}")
+        if self.flip_reference not in FLIP_REFERENCES:
+            raise ValueError(f"flip_reference must be one of {list(FLIP_REFERENCES)}, not {self.flip_reference!r}")
         bad = unknown_modes(self.tcot_mode_by_set)
         if bad:
             raise ValueError(f"tcot_mode_by_set: modes must be one of {list(TCOT_MODES)}, not {bad}")
@@ -104,7 +125,8 @@ class EGRLConfig(GRPOConfig):
         super().__post_init__()
 
     def active_weights(self) -> list[tuple[str, float]]:
-        return [(n, w) for n, w in (("format", self.format_weight), ("process", self.process_weight),
+        process = self.process_weight if self.process_reward != "none" else 0.0
+        return [(n, w) for n, w in (("format", self.format_weight), ("process", process),
                                     ("outcome", self.outcome_weight)) if w]
 
 

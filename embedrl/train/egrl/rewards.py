@@ -10,9 +10,12 @@ total = alpha * format + beta * process + gamma * outcome   (weights in `EGRLCon
            positive stands above a softmax-weighted average of the negatives, paid only when
            the positive ranks within the top k. Computed for query rollouts against targets
            and for target rollouts against queries (symmetric).
-- process: a discriminator reads the rollout's T-CoT and the T-CoTs of several candidates
-           (the positive and hard negatives, shuffled) and must pick the positive: 1 if it
-           does, else 0.
+- process: `process_reward: judge` (the paper's): a discriminator reads the rollout's T-CoT and
+           the T-CoTs of several candidates (the positive and hard negatives, shuffled) and must
+           pick the positive: 1 if it does, else 0. `process_reward: flip` (reference-free, after
+           FLIP, arXiv 2602.13551): a backward model reads the rollout's T-CoT alone and infers
+           the other side of its pair (a target's query, a query's target description) or the
+           item's own text; the reward is the token F1 of that guess against the real text.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item
 from embedrl.core.tcot import TCoT, check_evidence, parse_tcot, render_tcot, usable_tcot
+from embedrl.core.text import token_f1
 from embedrl.models.base import Embedder
 from embedrl.models.prompts import ROLES
 from embedrl.train.egrl.rollouts import CandidateBank, RolloutDataset
@@ -161,6 +165,16 @@ def discriminator_prompt(query_tcot: str, candidates: Sequence[str]) -> str:
     lines += [f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(candidates)]
     lines.append("Which candidate matches the query? Answer with the letter only.")
     return "\n".join(lines)
+
+
+def flip_rewards(inferred: Sequence[str], references: Sequence[str]) -> list[float]:
+    """FLIP's reward: the token F1 (SQuAD normalisation) of each inferred text against the real one.
+    (FLIP's own GRPO paid 10 x F1; here `process_weight` scales it.)
+
+    >>> flip_rewards(["a red circle", "blue", ""], ["The red circle, left", "red", "red"])
+    [0.8, 0.0, 0.0]
+    """
+    return [token_f1(guess, real) for guess, real in zip(inferred, references, strict=True)]
 
 
 def outcome_pool(value) -> str | int:
@@ -368,3 +382,4 @@ class ProcessReward(_RolloutReward):
             for row, reward in zip(rows, process_rewards(self.discriminator.choose(prompts, sizes), golds)):
                 out[row] = reward
         return out
+

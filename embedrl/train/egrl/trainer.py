@@ -2,7 +2,8 @@
 
 `embedrl train eg-rl --config FILE [key=value ...]` runs TRL's `GRPOTrainer` with three reward
 functions (`embedrl.train.egrl.rewards`), each logged on its own (`rewards/<name>/mean`):
-format, process (a discriminator picks the positive among shuffled candidate T-CoTs) and
+format, process (a discriminator picks the positive among shuffled candidate T-CoTs; or, with
+`process_reward: flip`, a backward model infers the other side of the pair from the T-CoT) and
 outcome (the rollout's embedding against the other side of the batch's pairs -- or of every
 training pair, or of every or N pairs of its own dataset: `outcome_negatives` -- plus the pair's
 hard negatives). Rollouts are made for both the query and the target of each pair.
@@ -19,7 +20,8 @@ Cost: the sides a rollout is scored against are embedded once, with their cached
 rollouts are embedded, so rewards cost far less than generation (`embedrl bench rl`).
 
 The package by job: `config` (EGRLConfig), `rollouts` (prompts and the candidate bank),
-`rewards` (the math and the callables), `judge` (the process reward's discriminator),
+`rewards` (the math and the callables), `flip` (the process reward's FLIP form), `judge` (the
+models the process reward asks: discriminator, backward model),
 `trainer` (this module: the GRPOTrainer subclass and `train_eg_rl`), `diagnostics` (a callback
 that reads the reward logs at the end of a run), `bench` (`embedrl bench rl`).
 """
@@ -101,6 +103,12 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None,
                                          form=config.outcome_form, target_view=config.target_view,
                                          failure=config.outcome_failure))
             rewards[-1].embed_pool()
+        elif config.process_reward == "flip":
+            from embedrl.train.egrl.flip import FlipReward
+            from embedrl.train.egrl.judge import load_backward_model
+
+            rewards.append(FlipReward(dataset, load_backward_model(config.flip_model, config.reasoner),
+                                      config.flip_reference, config.flip_max_new_tokens, config.flip_temperature))
         else:
             from embedrl.train.egrl.judge import load_discriminator
 
@@ -118,9 +126,16 @@ def build_egrl_trainer(config: EGRLConfig, embedder: Embedder | None = None,
         from embedrl.models.base import LORA_TARGETS
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS)
-    return trainer_class(model=model, processing_class=processor, reward_funcs=rewards, args=config,
-                       train_dataset=dataset.hf, peft_config=peft_config,
-                       callbacks=[RewardDiagnostics(dict(config.active_weights()))])
+    trainer = trainer_class(model=model, processing_class=processor, reward_funcs=rewards, args=config,
+                            train_dataset=dataset.hf, peft_config=peft_config,
+                            callbacks=[RewardDiagnostics(dict(config.active_weights()))])
+    for reward in rewards:
+        if getattr(reward, "backward", False) is None:  # FLIP with `flip_model: policy`: the policy infers
+            from embedrl.models.chat import HFChat
+            from embedrl.models.reasoner import Reasoner
+
+            reward.backward = HFChat(Reasoner(trainer.model, processor, name_or_path="policy"))
+    return trainer
 
 
 def train_eg_rl(config: EGRLConfig, resume: bool = False, embedder: Embedder | None = None) -> Path:
