@@ -138,9 +138,6 @@ def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAc
     return group.commands
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def add_rerank_args(parser: argparse.ArgumentParser, default_model: str) -> None:
     """`--rerank NAME --rerank-k K [--rerank-model SPEC] [--rerank-option KEY=VALUE ...]` (`load_rerank_args`)."""
@@ -171,3 +168,7 @@ def load_rerank_args(args, default_model, cache=True):
     from embedrl.rerank import load_reranker
 
     return load_reranker(args.rerank, model, args.rerank_option, cache=cache)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,9 +111,9 @@ def cmd_run(args) -> int:
         raise EmbedrlError("--reasoner given but --tcot is none; choose --tcot query, target or both")
     if args.batch_size < 1:
         raise EmbedrlError("--batch-size must be at least 1")
-    all_specs, _ = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
+    all_specs, specs = check_inputs(args.registry, args.data_root, args.datasets)  # before the models load
     check_tcot_modes(args.tcot, by_set, args.reasoner, [s.name for s in all_specs])
-    print_data_summary(args.registry, args.datasets, args.data_root)
+    print_data_summary(specs, args.data_root)
     embedder = load_embedder(args.model, format=args.format)
     from embedrl.models.reasoner import load_reasoner
 
@@ -138,14 +138,14 @@ def cmd_run(args) -> int:
         c = sum(t["encode_candidates_s"] for t in run.timings.values())
         print(f"  encode time: queries {q:.1f} s, candidates {c:.1f} s")
     if reranker is not None:
-        print_rerank_summary(args.out, run.results)
+        print_rerank_summary(run.results)
     if not args.no_report and (run.computed or run.resumed):
         md, _ = report([args.out], registry=args.registry, with_baselines=False)
         print(md)
     return 0
 
 
-def print_rerank_summary(out: str, results: dict) -> None:
+def print_rerank_summary(results: dict) -> None:
     """Per dataset: its main metric before and after reranking, and the reranker's cost."""
     main = results["metadata"]["main_metrics"]
     for sets in results["metrics"].values():
@@ -158,14 +158,11 @@ def print_rerank_summary(out: str, results: dict) -> None:
                       f"{cost['seconds_per_query']:.3f} s a query, {cost['cost_ratio']:.1f}x the first stage's")
 
 
-def print_data_summary(registry: str, datasets: list[str] | None, root: str) -> None:
-    """What of the registry's data is on disk (as `embedrl data check` prints it), before a run starts."""
+def print_data_summary(specs, root: str) -> None:
+    """What of these datasets is on disk (as `embedrl data check` prints it), before a run starts."""
     from embedrl.data.check import check_datasets, format_summary
-    from embedrl.eval.mmeb import load_specs
 
-    if not Path(root).is_dir():
-        raise EmbedrlError(f"data root {root} is not a directory")
-    print(format_summary(check_datasets(load_specs(registry, datasets), root), f"data under {root}"), flush=True)
+    print(format_summary(check_datasets(specs, root), f"data under {root}"), flush=True)
 
 
 def cmd_report(args) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import iter_jsonl
 from embedrl.core.items import Item
+from embedrl.data.media import natural_key
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 KINDS = ("auto", "jsonl", "images", "videos", "eval")
@@ -108,10 +109,6 @@ def read_jsonl_corpus(path: str | os.PathLike) -> Corpus:
     return Corpus(items, fields, source=str(path), kind="jsonl")
 
 
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.as_posix())]
-
-
 def _images_under(folder: Path) -> list[Path]:
     return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
@@ -139,7 +136,7 @@ def read_video_folder(folder: str | os.PathLike) -> Corpus:
         videos.setdefault(p.parent, []).append(p)
     items = []
     for video in sorted(videos, key=lambda v: v.relative_to(folder).as_posix()):
-        frames = sorted(videos[video], key=_natural_key)
+        frames = sorted(videos[video], key=lambda p: natural_key(p.as_posix()))
         items.append(Item(frames=[str(f) for f in frames], id=video.relative_to(folder).as_posix() or "."))
     return Corpus(items, source=str(folder), kind="videos")
 

@@ -117,6 +117,7 @@ class ScoringReranker:
 
     def rerank_chunk(self, queries: Sequence[Item], candidates: Sequence[Sequence[Item]],
                      prev_scores: Sequence[Sequence[float]]) -> list[Reranked]:
+        """What each reranker does: order one chunk of queries' candidates (lcr, yes-prob implement it)."""
         raise NotImplementedError
 
 
