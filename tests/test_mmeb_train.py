@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from published import COLORS, hub_repo, json_reply, png, zip_folder
 
 from embedrl.cli import main
 from embedrl.core.errors import EmbedrlError
@@ -19,7 +20,6 @@ from embedrl.core.tcot_cache import TCoTCache
 from embedrl.data.annotate import ChatEndpointTeacher, annotate_pairs, evidence_fits
 from embedrl.data.mmeb_train import check_mmeb_train, read_mmeb_train
 from embedrl.data.pairs import read_pairs
-from tests.published import COLORS, hub_repo, json_reply, png, zip_folder
 
 IMG = "<|image_1|>"
 

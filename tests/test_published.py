@@ -11,13 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 from PIL import Image
-
-from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import MediaRef, load_image
-from embedrl.data.evalset import MissingData
-from embedrl.data.readers import read_task
-from embedrl.data.registry import DatasetSpec
-from tests.published import (
+from published import (
     COLORS,
     frames,
     hub_repo,
@@ -27,6 +21,12 @@ from tests.published import (
     png,
     zip_folder,
 )
+
+from embedrl.core.errors import EmbedrlError
+from embedrl.core.items import MediaRef, load_image
+from embedrl.data.evalset import MissingData
+from embedrl.data.readers import read_task
+from embedrl.data.registry import DatasetSpec
 
 IMG = "<|image_1|>"
 
