@@ -23,7 +23,8 @@ from faults import SimulatedCrash, crash_before_replace
 from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.data.evalset import MissingData, sample_frames
+from embedrl.core.items import sample_frames
+from embedrl.data.evalset import MissingData
 from embedrl.data.readers import read_qrels, read_task
 from embedrl.data.registry import DatasetSpec, dump_registry, load_registry
 from embedrl.eval.mmeb import evaluate, registry_path, score_path
@@ -210,6 +211,18 @@ def test_missing_files_and_media_are_reported(tmp_path):
     with pytest.raises(MissingData) as err:  # nothing usable: the dataset is missing, not scored 0
         read_task(spec, tmp_path)
     assert [p for p in err.value.paths if p.endswith("green.png")]
+
+
+def test_every_frame_sampler_is_the_harness_linspace():
+    """Readers, embedding formats and the trainer share one sampler: MMEB-V2's harness takes
+    np.linspace(0, n - 1, k) truncated. The in-line formula the formats once had, int(i * (n - 1) /
+    (k - 1)), agrees for k = 2, 4, 8, 16, 32 but not at every k (n = 31, k = 23)."""
+    for n in range(1, 100):
+        for k in range(1, 40):
+            expected = list(range(n)) if n <= k else [int(x) for x in np.linspace(0, n - 1, k)]
+            assert sample_frames(list(range(n)), k) == expected, (n, k)
+    assert sample_frames(list(range(31)), 23) != [int(i * 30 / 22) for i in range(23)]
+    assert sample_frames(list("abc"), None) == sample_frames(list("abc"), 0) == list("abc")
 
 
 def test_frame_sampling_is_uniform_and_natural_sorted(tmp_path):
@@ -594,6 +607,32 @@ def test_scores_of_changed_data_are_recomputed_and_said_so(clip, toy_root, tmp_p
     assert run.computed == ["Toy-I2I"] and run.resumed == ["Toy-V2V", "Toy-Doc"]
     assert run.results["metrics"]["image"]["Toy-I2I"]["num_data"] == 1
     assert "Toy-I2I: its data changed since it was scored; recomputing" in caplog.text
+
+
+def test_large_data_files_are_fingerprinted_by_size_and_time_without_reading_them(toy_root, monkeypatch):
+    """Deciding a resume must not read a visdoc corpus's gigabytes; small files (rows, qrels) stay
+    hashed by content, so a touch alone does not recompute them."""
+    from embedrl.data.registry import load_registry
+    from embedrl.eval import fingerprint
+
+    root, registry = toy_root
+    spec = next(s for s in load_registry(registry) if s.name == "Toy-I2I")
+    rows = root / "image-tasks" / "Toy-I2I.jsonl"
+    by_content = fingerprint.data_fingerprint(spec, root)
+    stat = rows.stat()
+    os.utime(rows, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert fingerprint.data_fingerprint(spec, root) == by_content
+
+    monkeypatch.setattr(fingerprint, "CONTENT_HASH_LIMIT", 0)  # every file counts as large
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError(f"a large file was read: {args[0]}")
+
+    monkeypatch.setattr(fingerprint, "open", no_reading, raising=False)
+    by_stat = fingerprint.data_fingerprint(spec, root)
+    assert by_stat != by_content and fingerprint.data_fingerprint(spec, root) == by_stat
+    os.utime(rows, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    assert fingerprint.data_fingerprint(spec, root) != by_stat  # rewritten in place: recomputed
 
 
 def test_cli_eval_with_a_missing_data_root_fails_before_writing_anything(tiny_clip_dir, tmp_path, capsys):

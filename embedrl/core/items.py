@@ -12,10 +12,12 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 from PIL import Image
 
 from embedrl.core.errors import EmbedrlError
@@ -90,6 +92,14 @@ def _media_digest(image: ImageLike) -> str:
     except OSError:
         return "missing:" + path
     return _file_digest(path, st.st_mtime_ns, st.st_size)
+
+
+def sample_frames(frames: Sequence, k: int | None) -> list:
+    """At most `k` of a video's frames, as the MMEB-V2 harness picks them: np.linspace(0, n - 1, k)
+    truncated to int. `k` None or <= 0 keeps them all."""
+    if k is None or k <= 0 or len(frames) <= k:
+        return list(frames)
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, k).astype(int)]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.items import Item, json_type
-from embedrl.data.media import MediaRoot, sample_frames  # noqa: F401 - sample_frames: part of this API
+from embedrl.data.media import MediaRoot
 from embedrl.data.registry import DatasetSpec
 
 logger = logging.getLogger(__name__)

@@ -30,10 +30,8 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import ImageLike, MediaRef
+from embedrl.core.items import ImageLike, MediaRef, sample_frames
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 ARCHIVE_SUFFIXES = (".zip", ".tar")
@@ -42,14 +40,6 @@ COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.gz-00")
 
 def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def sample_frames(frames: Sequence, num_frames: int) -> list:
-    """Uniformly sample `num_frames` (all when fewer): linspace(0, n-1, num_frames) truncated."""
-    if num_frames <= 0 or len(frames) <= num_frames:
-        return list(frames)
-    idx = np.linspace(0, len(frames) - 1, num_frames).astype(int)
-    return [frames[i] for i in idx]
 
 
 def is_image_name(name: str) -> bool:

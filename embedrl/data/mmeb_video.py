@@ -29,10 +29,9 @@ from importlib import resources
 from pathlib import Path
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import Item
+from embedrl.core.items import Item, sample_frames
 from embedrl.data.evalset import EvalTask, TaskBuilder
 from embedrl.data.hf import load_split
-from embedrl.data.media import sample_frames
 from embedrl.data.mmeb_image import annotation, annotation_needed, rows_of
 from embedrl.data.readers import reader, spec_media
 from embedrl.data.registry import DatasetSpec

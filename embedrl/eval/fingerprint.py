@@ -42,13 +42,24 @@ def run_fingerprint(embedder: Embedder, reasoner: Any, tcot_mode: str) -> dict[s
     return {"model": model, "reasoner": used, "tcot_mode": tcot_mode}
 
 
+# Files up to this size are hashed by content; larger ones (parquet shards holding page images, a
+# visdoc corpus is gigabytes) by size and modification time, so deciding a resume reads no gigabytes.
+CONTENT_HASH_LIMIT = 16 << 20
+
+
 def data_fingerprint(spec: DatasetSpec, root: Path) -> str:
-    """A hash of a dataset's registry entry and of the files its reader reads (not its media)."""
+    """A hash of a dataset's registry entry and of the files its reader reads (not its media): their
+    content, or their size and modification time above `CONTENT_HASH_LIMIT` (a copy that does not keep
+    times then recomputes, which costs time but never mixes data)."""
     h = hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode())
     for path in needed_paths(spec, root):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
             h.update(str(f.relative_to(root) if f.is_relative_to(root) else f).encode())
+            stat = f.stat()
+            if stat.st_size > CONTENT_HASH_LIMIT:
+                h.update(f"size {stat.st_size} mtime {stat.st_mtime_ns}".encode())
+                continue
             with open(f, "rb") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
                     h.update(chunk)

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from embedrl.core.errors import entry
-from embedrl.core.items import Item, load_image
+from embedrl.core.items import Item, load_image, sample_frames
 from embedrl.core.tcot import TCoT, materialize, render_tcot
 
 # the placeholder of each medium in a literal (non-chat-template) layout
@@ -208,13 +208,6 @@ def get_format(name: str | EmbeddingFormat) -> EmbeddingFormat:
 # -- an item as the parts of a user turn ------------------------------------------------------
 
 _THINKING = re.compile(r"<thinking>(.*?)</thinking>", re.DOTALL)
-
-
-def sample_frames(frames: list, k: int | None) -> list:
-    """At most `k` frames, np.linspace(0, n - 1, k) truncated to int (the MMEB-V2 harness's sampling)."""
-    if k is None or len(frames) <= k:
-        return list(frames)
-    return [frames[int(i * (len(frames) - 1) / (k - 1))] for i in range(k)] if k > 1 else [frames[0]]
 
 
 def item_kind(item: Item) -> str:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from embedrl.core.errors import EmbedrlError
 from embedrl.core.io import ensure_dir
-from embedrl.core.items import Item
+from embedrl.core.items import Item, sample_frames
 from embedrl.core.tcot import TCoT, usable_tcot
 from embedrl.models.base import CONFIG_NAME, LORA_TARGETS, Embedder
 from embedrl.models.formats import (
@@ -43,7 +43,6 @@ from embedrl.models.formats import (
     build_parts,
     detect_format,
     get_format,
-    sample_frames,
 )
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,9 @@ from typing import Any
 from torch.utils.data import Dataset, Sampler
 
 from embedrl.core.errors import EmbedrlError
-from embedrl.core.items import Item, Pair
+from embedrl.core.items import Item, Pair, sample_frames
 from embedrl.core.tcot import TCoT, parse_tcot
 from embedrl.models.base import Embedder
-from embedrl.models.formats import sample_frames
 
 logger = logging.getLogger(__name__)
 
