@@ -1,6 +1,8 @@
-"""`--help` of the config-driven commands lists their own config fields (what a recipe can set)."""
+"""The command line: `--help` of the config-driven commands lists their own config fields (what a recipe
+can set); every command runs with sleeping OpenMP threads unless the user chose a policy."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -49,3 +51,12 @@ def test_ablation_help_lists_every_field(capsys):
     for f in dataclasses.fields(AblationConfig):
         assert f"\n  {f.name} (default: " in text, f.name
     assert "paper_code" in text  # the extra variants are named
+
+
+def test_commands_let_idle_cpu_threads_sleep_unless_the_user_chose(monkeypatch, capsys):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["data"]) == 2  # a group without a command: its help
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["data"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
