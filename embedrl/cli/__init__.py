@@ -87,9 +87,10 @@ def passive_cpu_threads() -> None:
     """Let torch's OpenMP threads sleep between operations instead of spinning, unless the user chose.
 
     A spinning thread holds a core that the DataLoader worker, the tokenizer or another job on the
-    machine needs; on a shared CPU that can double a run's time, and on an idle one sleeping costs
-    nothing measurable (lab notebook, entry 46). libgomp reads the setting when torch loads, so it
-    is made before any command imports torch; child processes inherit it.
+    machine needs: on a shared CPU that can double a run's time. On an idle one training and encoding
+    run as fast; only tiny models' generation pays for the wake-ups (lab notebook, entry 46). libgomp
+    reads the setting when torch loads, so it is made before any command imports torch; child
+    processes inherit it.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -149,7 +150,6 @@ def add_group(sub, name: str, help: str | None = None) -> argparse._SubParsersAc
     group.set_defaults(group_parser=group)
     group.commands = group.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
     return group.commands
-
 
 
 def add_rerank_args(parser: argparse.ArgumentParser, default_model: str) -> None:
